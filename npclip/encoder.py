@@ -1,0 +1,82 @@
+"""The transformer encoder both towers share: pre-norm layers of attention and an MLP.
+
+Each function takes its weights as a dict keyed like the checkpoint inside one layer
+(``layer_norm1.weight``, ``self_attn.qkv_proj.weight``, ``mlp.fc1.bias``, ...; q/k/v are
+stacked by weights.fuse_qkv). ``record(name, array)``, when given, receives every
+intermediate array under its Hugging Face module name (see npclip.verify).
+"""
+
+from __future__ import annotations
+
+from .ops import attention, layer_norm, linear, merge_heads, split_heads
+
+
+def self_attention(x, w, num_heads, mask=None):
+    """Multi-head self-attention (transformers' CLIPAttention) with one fused q/k/v product.
+
+    x: [B, L, D] -> out [B, L, D], weights [B, H, L, L]
+    """
+    D = x.shape[-1]
+    qkv = linear(x, w["self_attn.qkv_proj.weight"], w["self_attn.qkv_proj.bias"])  # [B, L, 3D]
+    q = split_heads(qkv[..., :D], num_heads)  # [B, H, L, Dh], a view
+    k = split_heads(qkv[..., D : 2 * D], num_heads)  # [B, H, L, Dh], a view
+    v = split_heads(qkv[..., 2 * D :], num_heads)  # [B, H, L, Dh], a view
+    out, weights = attention(q, k, v, mask)  # [B, H, L, Dh], [B, H, L, L]
+    out = linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, L, D]
+    return out, weights
+
+
+def mlp(x, w, act, record=None, name=""):
+    """fc1, activation, fc2 (transformers' CLIPMLP). x: [B, L, D] -> [B, L, D]"""
+    h = linear(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"])  # [B, L, F]
+    if record is not None:
+        record(name + "mlp.fc1", h)
+    h = act(h)  # [B, L, F]
+    return linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
+
+
+def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name=""):
+    """x + attention(LN1(x)), then + mlp(LN2(.)) (transformers' CLIPEncoderLayer).
+
+    x: [B, L, D] -> [B, L, D], attention weights [B, H, L, L]
+    """
+    h = layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
+    _record(record, name + "layer_norm1", h)
+    h, weights = self_attention(h, w, num_heads, mask)  # [B, L, D], [B, H, L, L]
+    _record(record, name + "self_attn", h)
+    h += x  # residual, added into the fresh array so that x is never modified
+    x = h
+    h = layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, L, D]
+    _record(record, name + "layer_norm2", h)
+    h = mlp(h, w, act, record, name)  # [B, L, D]
+    _record(record, name + "mlp", h)
+    h += x  # residual
+    _record(record, name[:-1], h)
+    return h, weights
+
+
+def encoder(x, layers, num_heads, eps, act, mask=None, output_hidden_states=False,
+            output_attentions=False, record=None, prefix=""):
+    """All layers in turn (transformers' CLIPEncoder).
+
+    x: [B, L, D] -> last [B, L, D], hidden states (L+1 arrays, input first) or None,
+    attention weights (one [B, H, L, L] per layer) or None
+    """
+    hidden_states = [x] if output_hidden_states else None
+    attentions = [] if output_attentions else None
+    for i, w in enumerate(layers):
+        x, weights = encoder_layer(x, w, num_heads, eps, act, mask, record, f"{prefix}encoder.layers.{i}.")
+        if output_hidden_states:
+            hidden_states.append(x)
+        if output_attentions:
+            attentions.append(weights)
+    return x, _tuple(hidden_states), _tuple(attentions)
+
+
+def _record(record, name, array):
+    if record is not None:
+        record(name, array)
+
+
+def _tuple(items):
+    return None if items is None else tuple(items)

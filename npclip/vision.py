@@ -1,0 +1,69 @@
+"""The vision tower: patches, class token and positions, a pre-norm, the encoder, the pooled class token.
+
+Reproduces transformers' CLIPVisionEmbeddings and CLIPVisionModel.forward.
+"""
+
+from __future__ import annotations
+
+from .backend import array_namespace
+from .encoder import encoder
+from .ops import activation, bicubic_resize, layer_norm, patch_embedding
+
+
+def position_embeddings(position_embedding, grid_h, grid_w, interpolate):
+    """The position table for a grid_h x grid_w patch grid, resized bicubically when it differs
+    from the trained square grid (transformers' interpolate_pos_encoding).
+
+    position_embedding: [1 + G*G, D] -> [1 + grid_h*grid_w, D]
+    """
+    xp = array_namespace(position_embedding)
+    n, D = position_embedding.shape
+    G = int(round((n - 1) ** 0.5))
+    if not interpolate or (grid_h * grid_w == n - 1 and grid_h == grid_w):
+        return position_embedding
+    grid = position_embedding[1:].reshape(G, G, D)  # [G, G, D]
+    patches = bicubic_resize(grid, grid_h, grid_w).reshape(grid_h * grid_w, D)  # [grid_h*grid_w, D]
+    return xp.concatenate([position_embedding[:1], patches])  # [1 + grid_h*grid_w, D]
+
+
+def vision_embeddings(pixel_values, class_embedding, patch_weight, position_embedding, interpolate=False):
+    """Patch embedding, the class token in front, positions added.
+
+    pixel_values: [B, C, Hi, Wi], class_embedding: [D], patch_weight: [D, C, P, P],
+    position_embedding: [1 + G*G, D] -> [B, N, D] with N = 1 + (Hi // P) * (Wi // P)
+    """
+    xp = array_namespace(pixel_values)
+    B, _, Hi, Wi = pixel_values.shape
+    D, _, P, _ = patch_weight.shape
+    patches = patch_embedding(pixel_values, patch_weight)  # [B, N-1, D]
+    x = xp.empty((B, patches.shape[1] + 1, D), dtype=patches.dtype)  # [B, N, D]
+    x[:, 0] = class_embedding
+    x[:, 1:] = patches
+    x += position_embeddings(position_embedding, Hi // P, Wi // P, interpolate)  # [N, D] broadcast
+    return x
+
+
+def vision_transformer(pixel_values, params, layers, cfg, interpolate_pos_encoding=False,
+                       output_hidden_states=False, output_attentions=False, record=None):
+    """The whole vision tower (transformers' CLIPVisionModel.forward).
+
+    pixel_values: [B, C, Hi, Wi] -> last_hidden_state [B, N, D], pooled [B, D], hidden states, attentions
+    """
+    x = vision_embeddings(pixel_values, params["vision_model.embeddings.class_embedding"],
+                          params["vision_model.embeddings.patch_embedding.weight"],
+                          params["vision_model.embeddings.position_embedding.weight"],
+                          interpolate_pos_encoding)  # [B, N, D]
+    eps = cfg.layer_norm_eps
+    if record is not None:
+        record("vision_model.embeddings", x)
+    x = layer_norm(x, params["vision_model.pre_layrnorm.weight"], params["vision_model.pre_layrnorm.bias"], eps)
+    if record is not None:
+        record("vision_model.pre_layrnorm", x)
+    last, hidden_states, attentions = encoder(
+        x, layers, cfg.num_attention_heads, eps, activation(cfg.hidden_act), None,
+        output_hidden_states, output_attentions, record, "vision_model.")  # [B, N, D]
+    pooled = layer_norm(last[:, 0], params["vision_model.post_layernorm.weight"],
+                        params["vision_model.post_layernorm.bias"], eps)  # [B, D], the class token
+    if record is not None:
+        record("vision_model.post_layernorm", pooled)
+    return last, pooled, hidden_states, attentions
