@@ -318,8 +318,8 @@ class CLIPTextModel(CLIPPreTrainedModel):
     parts = ("text",)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
-                output_hidden_states=None, return_dict=True) -> BaseModelOutputWithPooling:
-        return self._text(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states)
+                output_hidden_states=None, return_dict=True, record=None) -> BaseModelOutputWithPooling:
+        return self._text(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, record)
 
 
 class CLIPTextModelWithProjection(CLIPPreTrainedModel):
@@ -329,9 +329,9 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
     parts = ("text", "text_projection")
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
-                output_hidden_states=None, return_dict=True) -> CLIPTextModelOutput:
-        out = self._text(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states)
-        embeds = self._project("text_projection", out.pooler_output)
+                output_hidden_states=None, return_dict=True, record=None) -> CLIPTextModelOutput:
+        out = self._text(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, record)
+        embeds = self._project("text_projection", out.pooler_output, record)
         return CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions)
 
 
@@ -342,8 +342,9 @@ class CLIPVisionModel(CLIPPreTrainedModel):
     parts = ("vision",)
 
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding=False, return_dict=True) -> BaseModelOutputWithPooling:
-        return self._vision(pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states)
+                interpolate_pos_encoding=False, return_dict=True, record=None) -> BaseModelOutputWithPooling:
+        return self._vision(pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states,
+                            record)
 
 
 class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
@@ -353,9 +354,10 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
     parts = ("vision", "visual_projection")
 
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
-                interpolate_pos_encoding=False, return_dict=True) -> CLIPVisionModelOutput:
-        out = self._vision(pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states)
-        embeds = self._project("visual_projection", out.pooler_output)
+                interpolate_pos_encoding=False, return_dict=True, record=None) -> CLIPVisionModelOutput:
+        out = self._vision(pixel_values, interpolate_pos_encoding, output_attentions, output_hidden_states,
+                           record)
+        embeds = self._project("visual_projection", out.pooler_output, record)
         return CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions)
 
 
@@ -435,13 +437,15 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
     parts = ("vision", "classifier")
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
-                return_dict=True) -> ImageClassifierOutput:
-        out = self._vision(pixel_values, False, output_attentions, output_hidden_states)
+                return_dict=True, record=None) -> ImageClassifierOutput:
+        out = self._vision(pixel_values, False, output_attentions, output_hidden_states, record)
         features = out.last_hidden_state[:, 1:].mean(axis=1)  # [B, D]: the mean patch token
         if self.config.num_labels > 0:
             logits = linear(features, self.params["classifier.weight"], self.params["classifier.bias"])  # [B, K]
         else:
             logits = features  # transformers' nn.Identity head
+        if record is not None:
+            record("classifier", logits)
         loss = None if labels is None else self._loss(logits, labels)
         return ImageClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
