@@ -74,6 +74,19 @@ def array_namespace(*arrays):
     return numpy
 
 
+def kernels(x):
+    """The array functions to run on x's backend: ``npclip.ops`` itself for NumPy; for CuPy, the same
+    functions with the hot ones (layer norm, bias + activation, attention) replaced by fused kernels
+    from ``npclip.backend_cupy``, each tested against its readable twin in ``npclip.ops``."""
+    if backend_name(x) == "cupy":
+        from . import backend_cupy
+
+        return backend_cupy.KERNELS
+    from . import ops
+
+    return ops
+
+
 def asarray(x, backend: str | None = None, dtype=None):
     """Move a host array to the given backend (a no-op copy-free view for NumPy)."""
     xp = get_backend(backend)

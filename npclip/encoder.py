@@ -8,7 +8,8 @@ intermediate array under its Hugging Face module name (see npclip.verify).
 
 from __future__ import annotations
 
-from .ops import attention, layer_norm, linear, merge_heads, split_heads
+from .backend import kernels
+from .ops import linear, merge_heads, split_heads
 
 
 def self_attention(x, w, num_heads, mask=None):
@@ -21,17 +22,16 @@ def self_attention(x, w, num_heads, mask=None):
     q = split_heads(qkv[..., :D], num_heads)  # [B, H, L, Dh], a view
     k = split_heads(qkv[..., D : 2 * D], num_heads)  # [B, H, L, Dh], a view
     v = split_heads(qkv[..., 2 * D :], num_heads)  # [B, H, L, Dh], a view
-    out, weights = attention(q, k, v, mask)  # [B, H, L, Dh], [B, H, L, L]
+    out, weights = kernels(x).attention(q, k, v, mask)  # [B, H, L, Dh], [B, H, L, L]
     out = linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, L, D]
     return out, weights
 
 
 def mlp(x, w, act, record=None, name=""):
-    """fc1, activation, fc2 (transformers' CLIPMLP). x: [B, L, D] -> [B, L, D]"""
-    h = linear(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"])  # [B, L, F]
-    if record is not None:
-        record(name + "mlp.fc1", h)
-    h = act(h)  # [B, L, F]
+    """fc1, activation, fc2 (transformers' CLIPMLP). act: "quick_gelu" or "gelu". x: [B, L, D] -> [B, L, D]"""
+    if record is not None:  # the pre-activation too, for verification
+        record(name + "mlp.fc1", linear(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))
+    h = kernels(x).linear_activation(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, L, F]
     return linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
 
 
@@ -40,13 +40,14 @@ def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name=""):
 
     x: [B, L, D] -> [B, L, D], attention weights [B, H, L, L]
     """
-    h = layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
+    k = kernels(x)
+    h = k.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
     _record(record, name + "layer_norm1", h)
     h, weights = self_attention(h, w, num_heads, mask)  # [B, L, D], [B, H, L, L]
     _record(record, name + "self_attn", h)
     h += x  # residual, added into the fresh array so that x is never modified
     x = h
-    h = layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, L, D]
+    h = k.layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, L, D]
     _record(record, name + "layer_norm2", h)
     h = mlp(h, w, act, record, name)  # [B, L, D]
     _record(record, name + "mlp", h)

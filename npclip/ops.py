@@ -122,6 +122,14 @@ def activation(name):
         raise ValueError(f"hidden_act={name!r} is not supported: expected one of {sorted(ACTIVATIONS)}") from None
 
 
+def linear_activation(x, weight, bias, name):
+    """``activation(linear(x))`` in one call, so that a backend can fuse the bias and the activation.
+
+    x: [..., Din], weight: [Dout, Din], bias: [Dout] -> [..., Dout]
+    """
+    return activation(name)(linear(x, weight, bias))
+
+
 def softmax(x, axis=-1):
     """Numerically stable softmax, computed in float32 and returned in the dtype of x.
 

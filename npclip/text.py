@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .backend import array_namespace
 from .encoder import encoder
-from .ops import activation, additive_mask, causal_mask, layer_norm
+from .ops import additive_mask, causal_mask, layer_norm
 
 
 def text_embeddings(input_ids, position_ids, token_embedding, position_embedding):
@@ -61,7 +61,7 @@ def text_transformer(input_ids, attention_mask, position_ids, params, layers, cf
         record("text_model.embeddings", x)
     mask = text_attention_mask(attention_mask, T, x.dtype, xp)  # [B or 1, 1, T, T]
     x, hidden_states, attentions = encoder(
-        x, layers, cfg.num_attention_heads, cfg.layer_norm_eps, activation(cfg.hidden_act), mask,
+        x, layers, cfg.num_attention_heads, cfg.layer_norm_eps, cfg.hidden_act, mask,
         output_hidden_states, output_attentions, record, "text_model.")
     last = layer_norm(x, params["text_model.final_layer_norm.weight"], params["text_model.final_layer_norm.bias"],
                       cfg.layer_norm_eps)  # [B, T, D]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .backend import array_namespace
 from .encoder import encoder
-from .ops import activation, bicubic_resize, layer_norm, patch_embedding
+from .ops import bicubic_resize, layer_norm, patch_embedding
 
 
 def position_embeddings(position_embedding, grid_h, grid_w, interpolate):
@@ -60,7 +60,7 @@ def vision_transformer(pixel_values, params, layers, cfg, interpolate_pos_encodi
     if record is not None:
         record("vision_model.pre_layrnorm", x)
     last, hidden_states, attentions = encoder(
-        x, layers, cfg.num_attention_heads, eps, activation(cfg.hidden_act), None,
+        x, layers, cfg.num_attention_heads, eps, cfg.hidden_act, None,
         output_hidden_states, output_attentions, record, "vision_model.")  # [B, N, D]
     pooled = layer_norm(last[:, 0], params["vision_model.post_layernorm.weight"],
                         params["vision_model.post_layernorm.bias"], eps)  # [B, D], the class token

@@ -299,6 +299,25 @@ def _belongs_to(key, parts):
 # Per-layer weight bundles
 
 
+def release_mapped_pages(array):
+    """If ``array`` is a view of a memory-mapped file, drop its pages from this process's resident
+    memory (the kernel keeps them in its file cache). Used once a mapped tensor has been copied."""
+    import mmap
+
+    root = array
+    while isinstance(getattr(root, "base", None), np.ndarray):  # up to the array that owns the mapping
+        root = root.base
+    raw = getattr(root, "_mmap", None)
+    if not isinstance(root, np.memmap) or raw is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = array.ctypes.data - root.ctypes.data + root.offset  # byte offset in the file
+    page = mmap.PAGESIZE
+    first = -(-start // page) * page  # whole pages inside the tensor only
+    last = (start + array.nbytes) // page * page
+    if last > first:
+        raw.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
 def layer_weights(params, prefix, num_layers):
     """Per-layer dicts of weights named as inside the layer (``self_attn.q_proj.weight``, ...),
     with q/k/v fused (see fuse_qkv). prefix: "text_model" or "vision_model" -> list of dicts.
@@ -323,6 +342,8 @@ def fuse_qkv(layer):
     for kind in ("weight", "bias"):
         parts = [layer[f"self_attn.{n}.{kind}"] for n in ("q_proj", "k_proj", "v_proj")]
         fused = xp.concatenate(parts)  # [3D, D] or [3D]
+        for p in parts:
+            release_mapped_pages(p)  # the copy is what we keep: let the mapped originals leave our memory
         layer[f"self_attn.qkv_proj.{kind}"] = fused
         for j, n in enumerate(("q_proj", "k_proj", "v_proj")):
             layer[f"self_attn.{n}.{kind}"] = fused[j * D : (j + 1) * D]

@@ -1,0 +1,262 @@
+"""``npclip bench``: npclip against transformers on the same checkpoint and inputs, in one process.
+
+Throughput is measured alternating npclip and transformers call by call (best of N), so that a
+noisy machine slows both alike. Peak memory and cold start are measured in fresh subprocesses,
+one per library. Without torch/transformers installed, npclip is measured alone.
+
+    npclip bench                     # a random-weight ViT-B/32 checkpoint made on the fly
+    npclip bench --model DIR --repeat 5 --json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+IMAGE_BATCHES = (1, 8, 32)
+TEXT_BATCH = 32
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", help="a local CLIP checkpoint directory (default: random ViT-B/32 weights)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per cell, best kept (default 3)")
+    parser.add_argument("--image-batches", type=int, nargs="+", default=list(IMAGE_BATCHES))
+    parser.add_argument("--text-batch", type=int, default=TEXT_BATCH)
+    parser.add_argument("--no-reference", action="store_true", help="measure npclip only")
+    parser.add_argument("--skip-subprocess", action="store_true", help="skip peak memory and cold start")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def run(args) -> int:
+    directory = args.model or random_checkpoint(os.path.join(tempfile.mkdtemp(prefix="npclip-bench-"), "vit-b32"))
+    ref = None if args.no_reference else _reference_available()
+    results = {"machine": machine_info(), "model": directory, "reference": ref, "cells": []}
+    if not args.skip_subprocess:  # first, while this process is still small
+        results["cells"] += subprocess_cells(directory, ref)
+    results["cells"] += throughput(directory, ref, args.image_batches, args.text_batch, args.repeat)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and checkpoints
+
+
+def random_checkpoint(directory, seed=0):
+    """A ViT-B/32-sized CLIP checkpoint with random weights at trained-like scales, made with NumPy only."""
+    from safetensors.numpy import save_file
+
+    from .configuration import CLIPConfig
+    from .weights import expected_shapes
+
+    cfg = CLIPConfig()
+    rng = np.random.default_rng(seed)
+    parts = ("text", "vision", "text_projection", "visual_projection", "logit_scale")
+    tensors = {}
+    for name, shape in expected_shapes(parts, cfg.text_config, cfg.vision_config, cfg.projection_dim).items():
+        if name == "logit_scale":
+            value = np.array(np.log(100.0))
+        elif "norm" in name or "layrnorm" in name:
+            value = (1.0 if name.endswith("weight") else 0.0) + rng.standard_normal(shape) * 0.2
+        elif name.endswith("bias"):
+            value = rng.standard_normal(shape) * 0.1
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 and "embedding" not in name else 1
+            value = rng.standard_normal(shape) / np.sqrt(fan_in)
+        tensors[name] = value.astype(np.float32)
+    os.makedirs(directory, exist_ok=True)
+    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    d = cfg.to_dict()
+    d["architectures"] = ["CLIPModel"]
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(d, f, indent=2)
+    return directory
+
+
+def text_batch(batch, vocab=49408, pad_to=None, seed=0):
+    """Token ids shaped like tokenizer output: bos, 5-20 words, eos, eos padding. -> ids, mask [B, T]"""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(7, 23, batch)  # bos + words + eos
+    T = pad_to or int(lengths.max())
+    ids = np.full((batch, T), vocab - 1, dtype=np.int64)
+    mask = np.zeros((batch, T), dtype=np.int64)
+    for b, n in enumerate(lengths):
+        ids[b, 0] = vocab - 2
+        ids[b, 1 : n - 1] = rng.integers(256, vocab - 2, n - 2)
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def image_batch(batch, size=224, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements
+
+
+def _reference_available():
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return None
+    return f"transformers {transformers.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def best_time(fn, repeat):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def alternating(fns, repeat):
+    """Best time of each function, calling them in turn so that machine noise hits all alike."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
+
+
+def throughput(directory, ref, image_batches, text_batch_size, repeat):
+    from .modeling import CLIPModel
+
+    ours = CLIPModel.from_pretrained(directory)
+    theirs = None
+    if ref:
+        import torch
+        import transformers
+
+        theirs = transformers.CLIPModel.from_pretrained(directory, dtype=torch.float32).eval()
+    cells = []
+    for b in image_batches:
+        px = image_batch(b)
+        fns = {"npclip": lambda px=px: ours.get_image_features(px)}
+        if theirs is not None:
+            tp = torch.from_numpy(px)
+            fns["transformers"] = lambda tp=tp: _no_grad(theirs.get_image_features, pixel_values=tp)
+        cells.append(_cell(f"image features, batch {b}", "images/s", b, alternating(fns, repeat)))
+    for label, pad_to in (("padded to 77", 77), ("padded to longest", None)):
+        ids, mask = text_batch(text_batch_size, pad_to=pad_to)
+        fns = {"npclip": lambda ids=ids, mask=mask: ours.get_text_features(ids, mask)}
+        if theirs is not None:
+            ti, tm = torch.from_numpy(ids), torch.from_numpy(mask)
+            fns["transformers"] = lambda ti=ti, tm=tm: _no_grad(theirs.get_text_features, input_ids=ti,
+                                                                attention_mask=tm)
+        cells.append(_cell(f"text features, batch {text_batch_size}, {label} (T={ids.shape[1]})", "texts/s",
+                           text_batch_size, alternating(fns, repeat)))
+    return cells
+
+
+def _no_grad(fn, **kwargs):
+    import torch
+
+    with torch.inference_mode():
+        return fn(**kwargs)
+
+
+def _cell(name, unit, count, times):
+    cell = {"what": name, "unit": unit, "npclip": count / times["npclip"]}
+    if "transformers" in times:
+        cell["transformers"] = count / times["transformers"]
+        cell["ratio"] = cell["npclip"] / cell["transformers"]
+    return cell
+
+
+# A whole job in a fresh process: load the checkpoint, compute features of 8 images and 8 texts;
+# prints the seconds to the first result and the peak resident memory (MiB).
+_JOB = r"""
+import resource, sys, time
+t0 = time.perf_counter()
+import numpy as np
+lib, directory = sys.argv[1], sys.argv[2]
+px = np.random.default_rng(0).standard_normal((8, 3, 224, 224)).astype(np.float32)
+ids = np.full((8, 12), 49407); ids[:, 0] = 49406; ids[:, 1:10] = 1000
+if lib == "npclip":
+    from npclip import CLIPModel
+    m = CLIPModel.from_pretrained(directory)
+    out = m(input_ids=ids, pixel_values=px).logits_per_image
+else:
+    import torch, transformers
+    m = transformers.CLIPModel.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        out = m(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(px)).logits_per_image
+first = time.perf_counter() - t0
+# VmHWM: this process's own peak resident memory (ru_maxrss would include the parent's, inherited over exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]
+peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(first, peak)
+"""
+
+
+def subprocess_cells(directory, ref):
+    libs = ["npclip"] + (["transformers"] if ref else [])
+    seconds, peak = {}, {}
+    for lib in libs:
+        out = subprocess.run([sys.executable, "-c", _JOB, lib, directory], capture_output=True, text=True, check=True)
+        first, rss = map(float, out.stdout.split()[-2:])
+        seconds[lib], peak[lib] = first, rss
+    cells = []
+    for name, unit, values in (("cold start to first result (8 images + 8 texts)", "s", seconds),
+                               ("peak memory of that job", "MiB", peak)):
+        cell = {"what": name, "unit": unit, "npclip": values["npclip"]}
+        if "transformers" in values:
+            cell["transformers"] = values["transformers"]
+            cell["ratio"] = values["npclip"] / values["transformers"]
+        cells.append(cell)
+    return cells
+
+
+def machine_info():
+    info = {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+            "machine": platform.machine()}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [f"{p['internal_api']} {p.get('version')} {p.get('architecture')} x{p['num_threads']}"
+                        for p in threadpool_info()]
+    except ImportError:
+        info["blas"] = "threadpoolctl not installed"
+    return info
+
+
+def format_table(results):
+    lines = [f"machine: {json.dumps(results['machine'])}", f"model: {results['model']}",
+             f"reference: {results['reference'] or 'not installed (npclip alone)'}", "",
+             f"{'what':<58} {'unit':>9} {'npclip':>10} {'transformers':>13} {'ratio':>7}"]
+    for c in results["cells"]:
+        ref = f"{c['transformers']:13.2f}" if "transformers" in c else f"{'-':>13}"
+        ratio = f"{c['ratio']:7.2f}" if "ratio" in c else f"{'-':>7}"
+        lines.append(f"{c['what']:<58} {c['unit']:>9} {c['npclip']:10.2f} {ref} {ratio}")
+    lines.append("")
+    lines.append("ratio: npclip / transformers (throughput: higher is better; seconds and MiB: lower is better)")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="npclip bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
