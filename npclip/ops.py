@@ -50,16 +50,17 @@ def layer_norm(x, weight, bias, eps):
 
 
 def quick_gelu(x):
-    """``x * sigmoid(1.702 * x)``, the activation of the OpenAI CLIP checkpoints.
+    """``x * sigmoid(1.702 * x)``, the activation of the OpenAI CLIP checkpoints, in float32.
 
     x: [...] -> [...]
     """
     xp = array_namespace(x)
-    t = x * x.dtype.type(-1.702)  # -1.702 x
+    t = x.astype(xp.float32, copy=False) * xp.float32(-1.702)  # -1.702 x, a new float32 array
+    xp.minimum(t, xp.float32(88), out=t)  # exp(88) is near float32's largest: no overflow, same result
     xp.exp(t, out=t)  # exp(-1.702 x)
     t += 1
     xp.divide(x, t, out=t)  # x / (1 + exp(-1.702 x))
-    return t
+    return t.astype(x.dtype, copy=False)
 
 
 # erf(x) = x * P(x^2) / Q(x^2) on |x| < 1: Eigen's (and XLA's) float32 rational approximation.

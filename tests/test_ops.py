@@ -123,3 +123,16 @@ def test_ops_keep_float16():
     assert ops.layer_norm(x, w, w, 1e-5).dtype == np.float16
     assert ops.softmax(x).dtype == np.float16
     assert ops.quick_gelu(x).dtype == np.float16
+
+
+def test_activations_of_extreme_values_are_exact_and_silent():
+    import warnings
+
+    x = np.array([-1e4, -60.0, 0.0, 60.0, 1e4], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q, g = ops.quick_gelu(x), ops.gelu(x)
+        q16 = ops.quick_gelu(x[1:4].astype(np.float16))
+    np.testing.assert_array_equal(q[2:], [0.0, 60.0, 1e4])
+    np.testing.assert_array_equal(g[2:], [0.0, 60.0, 1e4])
+    assert abs(q[0]) < 1e-30 and abs(g[0]) < 1e-30 and np.isfinite(q16).all()
