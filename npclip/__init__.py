@@ -24,6 +24,23 @@ from .modeling import (
 )
 from .weights import CheckpointError
 
+# Imported on first use, so that `import npclip` costs NumPy only (PEP 562).
+_LAZY = {
+    "CLIPTokenizer": "tokenizer",
+    "CLIPImageProcessor": "image_processing",
+    "CLIPProcessor": "processing",
+    "pipeline": "pipelines",
+    "ZeroShotImageClassificationPipeline": "pipelines",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'npclip' has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,4 +49,5 @@ __all__ = [
     "CLIPVisionModelWithProjection", "CLIPForImageClassification", "CLIPPreTrainedModel",
     "CLIPOutput", "BaseModelOutputWithPooling", "CLIPTextModelOutput", "CLIPVisionModelOutput",
     "ImageClassifierOutput", "CheckpointError", "to_numpy", "get_backend", "array_namespace",
+    "CLIPTokenizer", "CLIPImageProcessor", "CLIPProcessor", "pipeline", "ZeroShotImageClassificationPipeline",
 ]

@@ -3,13 +3,14 @@
 Each function takes its weights as a dict keyed like the checkpoint inside one layer
 (``layer_norm1.weight``, ``self_attn.qkv_proj.weight``, ``mlp.fc1.bias``, ...; q/k/v are
 stacked by weights.fuse_qkv). ``record(name, array)``, when given, receives every
-intermediate array under its Hugging Face module name (see npclip.verify).
+intermediate array under its Hugging Face module name (see npclip.verify); recording costs
+copies, and nothing when ``record`` is None.
 """
 
 from __future__ import annotations
 
 from .backend import kernels
-from .ops import linear, merge_heads, split_heads
+from .ops import activation, linear, merge_heads, split_heads
 
 
 def self_attention(x, w, num_heads, mask=None):
@@ -29,9 +30,13 @@ def self_attention(x, w, num_heads, mask=None):
 
 def mlp(x, w, act, record=None, name=""):
     """fc1, activation, fc2 (transformers' CLIPMLP). act: "quick_gelu" or "gelu". x: [B, L, D] -> [B, L, D]"""
-    if record is not None:  # the pre-activation too, for verification
-        record(name + "mlp.fc1", linear(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"]))
-    h = kernels(x).linear_activation(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, L, F]
+    if record is None:
+        h = kernels(x).linear_activation(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, L, F]
+    else:  # step by step, so that the pre-activation can be recorded too
+        h = linear(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"])  # [B, L, F]
+        record(name + "mlp.fc1", h)
+        h = activation(act)(h)  # [B, L, F], a new array
+        record(name + "mlp.activation_fn", h)
     return linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
 
 
@@ -76,7 +81,7 @@ def encoder(x, layers, num_heads, eps, act, mask=None, output_hidden_states=Fals
 
 def _record(record, name, array):
     if record is not None:
-        record(name, array)
+        record(name, array.copy())  # a copy: the layer goes on to add the residual into its own array
 
 
 def _tuple(items):

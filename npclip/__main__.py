@@ -1,0 +1,8 @@
+"""``python -m npclip``: the npclip command line (see npclip/cli.py)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
