@@ -33,7 +33,7 @@ WEIGHT_PATTERNS = [SAFE_WEIGHTS_NAME]  # the shards of a sharded checkpoint are 
 _TRUE = ("1", "true", "yes", "on")
 
 
-class ModelNotFoundError(OSError):
+class ModelNotFoundError(FileNotFoundError):
     """A model name that is neither a directory, a bundled name, nor a reachable hub repository."""
 
 

@@ -23,7 +23,7 @@ from math import ceil
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .tokenizer import BatchEncoding, resolve
+from .tokenizer import HUB_KWARGS, BatchEncoding, resolve
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -296,22 +296,24 @@ class CLIPImageProcessor:
             size = {"height": 224, "width": 224}
         self.do_resize, self.do_center_crop = do_resize, do_center_crop
         self.size = size_dict(size, default_to_square=False)
-        self.resample = Image.Resampling(resample)
+        self.resample = Image.Resampling(BICUBIC if resample is None else resample)
         self.crop_size = size_dict(224 if crop_size is None else crop_size, name="crop_size")
         self.do_rescale, self.rescale_factor = do_rescale, rescale_factor
         self.do_normalize, self.do_convert_rgb = do_normalize, do_convert_rgb
-        self.image_mean = tuple(OPENAI_CLIP_MEAN if image_mean is None else image_mean)
-        self.image_std = tuple(OPENAI_CLIP_STD if image_std is None else image_std)
+        self.image_mean = _mean_or_std(OPENAI_CLIP_MEAN if image_mean is None else image_mean)
+        self.image_std = _mean_or_std(OPENAI_CLIP_STD if image_std is None else image_std)
         self.extra = kwargs  # other preprocessor_config.json keys, kept but unused
 
     @classmethod
     def from_dict(cls, config: dict, **kwargs) -> "CLIPImageProcessor":
+        """From a preprocessor_config.json dict (a null do_* is false, as in transformers)."""
         return cls(**{**config, **kwargs})
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "CLIPImageProcessor":
         """Read preprocessor_config.json (or the image_processor part of processor_config.json)."""
-        files = resolve(pretrained_model_name_or_path, CONFIG_FILES)
+        hub = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+        files = resolve(pretrained_model_name_or_path, CONFIG_FILES, **hub)
         if files["preprocessor_config.json"]:
             config = _read_json(files["preprocessor_config.json"])
         elif files["processor_config.json"] and "image_processor" in _read_json(files["processor_config.json"]):
@@ -351,8 +353,8 @@ class CLIPImageProcessor:
             raise TypeError(f"unknown image processor option(s) {sorted(unknown)}; known: {', '.join(self.OPTIONS)}")
         options = {name: getattr(self, name) for name in self.OPTIONS}
         options.update(overrides)
-        options["size"] = size_dict(options["size"], default_to_square=False)
-        options["crop_size"] = size_dict(options["crop_size"], name="crop_size")
+        options["size"] = size_dict(options["size"] or self.size, default_to_square=False)
+        options["crop_size"] = size_dict(options["crop_size"] or self.crop_size, name="crop_size")
         return options
 
     def _one(self, image, index, input_data_format, do_resize, size, resample, do_center_crop, crop_size,
@@ -374,24 +376,26 @@ class CLIPImageProcessor:
         return f"CLIPImageProcessor({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
+def _mean_or_std(values):
+    """A tuple per channel, or one float for every channel."""
+    return tuple(float(v) for v in values) if isinstance(values, (list, tuple, np.ndarray)) else float(values)
+
+
 def make_image_list(images) -> list:
     """One image, a list (nested one level) or a 4-D array -> a flat list of images, each checked."""
     if images is None:
         raise ValueError("images is None: pass a PIL image, a path, an array, or a list of these")
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    flat = [im for item in images for im in (_flatten(item))]
+    flat = [image for item in _unbatch(images) for image in _unbatch(item)]
     if not flat:
         raise ValueError("images is an empty batch: pass at least one image")
-    return [_check_image(im, i) for i, im in enumerate(flat)]
+    return [_check_image(image, i) for i, image in enumerate(flat)]
 
 
-def _flatten(item) -> list:
-    if isinstance(item, (list, tuple)):
-        return list(item)
-    if isinstance(item, np.ndarray) and item.ndim == 4:
+def _unbatch(item) -> list:
+    """A list or a 4-D array (or tensor) -> its images; anything else -> [it]."""
+    if type(item).__module__.startswith("torch"):
+        item = item.detach().cpu().numpy()
+    if isinstance(item, (list, tuple)) or (isinstance(item, np.ndarray) and item.ndim == 4):
         return list(item)
     return [item]
 
@@ -400,8 +404,6 @@ def _check_image(image, index):
     """A PIL image or path as it is; a tensor or array as a NumPy array of a usable shape and dtype."""
     if isinstance(image, (Image.Image, str, os.PathLike)):
         return image
-    if type(image).__module__.startswith("torch"):
-        image = image.detach().cpu().numpy()
     if not isinstance(image, np.ndarray):
         raise TypeError(f"images[{index}] is a {type(image).__name__}: expected a PIL image, a path or an array")
     if image.dtype.kind not in "uif":

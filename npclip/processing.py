@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from .image_processing import CLIPImageProcessor
-from .tokenizer import BatchEncoding, CLIPTokenizer
+from .tokenizer import HUB_KWARGS, BatchEncoding, CLIPTokenizer
 
 # from_pretrained keyword arguments meant for the tokenizer; the others go to the image processor.
 TOKENIZER_KWARGS = ("model_max_length", "bos_token", "eos_token", "unk_token", "pad_token")
@@ -28,9 +28,10 @@ class CLIPProcessor:
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "CLIPProcessor":
         """Both parts from one directory (tokenizer files, and preprocessor_config.json or processor_config.json)."""
         path = os.fspath(pretrained_model_name_or_path)
+        hub = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
         tokenizer_kwargs = {k: kwargs.pop(k) for k in TOKENIZER_KWARGS if k in kwargs}
-        return cls(image_processor=CLIPImageProcessor.from_pretrained(path, **kwargs),
-                   tokenizer=CLIPTokenizer.from_pretrained(path, **tokenizer_kwargs))
+        return cls(image_processor=CLIPImageProcessor.from_pretrained(path, **hub, **kwargs),
+                   tokenizer=CLIPTokenizer.from_pretrained(path, **hub, **tokenizer_kwargs))
 
     def save_pretrained(self, save_directory) -> None:
         self.image_processor.save_pretrained(save_directory)

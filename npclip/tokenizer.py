@@ -46,21 +46,21 @@ def _char_class(ranges: str) -> str:
     return "".join("-".join(f"\\U{int(cp, 16):08X}" for cp in p) for p in parts)
 
 
-# Oniguruma in tokenizers knows Unicode 16.0; the regex module knows 17.0. These letters and
-# numbers are new in 17.0, so tokenizers counts them as neither (they join punctuation runs).
-_LETTERS_NEW_IN_17 = (
+# Oniguruma in tokenizers knows Unicode 16.0; the regex module knows 18.0. These letters and
+# numbers came with 17.0 and 18.0, so tokenizers counts them as neither (they join punctuation runs).
+_LETTERS_AFTER_16 = (
     "0558 058B-058C 088F 0C5C 0CDC 208F 209D-209F A7CE-A7CF A7D2 A7D4 A7DD A7E2 A7F1 AB6C-AB6D 107BB-107BF "
     "10940-10959 10EC5-10EC7 10ED9-10EEE 11B0A 11DB0-11DDB 11DF1 16EA0-16EB8 16EBB-16ED3 16FF2-16FF3 "
     "187F8-187FF 18CD6-18CDA 18D09-18D20 18D80-18DF2 18E00-19191 191A0-191D2 1B123-1B128 1B168 1D6A6 "
     "1DF1F-1DF24 1DF2B-1DF81 1DF90-1DF96 1DFCD-1DFFF 1E6C0-1E6DE 1E6E0-1E6E2 1E6E4-1E6E5 1E6E7-1E6ED "
     "1E6F0-1E6F4 1E6FE-1E6FF 2B73A-2B73F 2B81E 2CEA2-2CEAD 323B0-33479 3D000-3FC3F"
 )
-_NUMBERS_NEW_IN_17 = "11DE0-11DE9 1246F 12475-1247F 12550-12686 16FF4-16FF6"
-LETTER = rf"[\p{{L}}--[{_char_class(_LETTERS_NEW_IN_17)}]]"
-NUMBER = rf"[\p{{N}}--[{_char_class(_NUMBERS_NEW_IN_17)}]]"
+_NUMBERS_AFTER_16 = "11DE0-11DE9 1246F 12475-1247F 12550-12686 16FF4-16FF6"
+LETTER = rf"[\p{{L}}--[{_char_class(_LETTERS_AFTER_16)}]]"
+NUMBER = rf"[\p{{N}}--[{_char_class(_NUMBERS_AFTER_16)}]]"
 
 # Capitals whose lowercase came with Unicode 14-17, as (first, last, offset to the lowercase):
-# tokenizers' Rust lowercases them; Python's str.lower() does only from the version that knows them.
+# tokenizers' Rust (Unicode 17) lowercases them; Python's str.lower() only from a version that knows them.
 _NEW_CASE_PAIRS = (
     (0x1C89, 0x1C89, 1), (0x2C2F, 0x2C2F, 48), (0xA7C0, 0xA7C0, 1), (0xA7CB, 0xA7CB, -42343),
     (0xA7CC, 0xA7CC, 1), (0xA7CE, 0xA7CE, 1), (0xA7D0, 0xA7D0, 1), (0xA7D2, 0xA7D2, 1), (0xA7D4, 0xA7D4, 1),
@@ -70,8 +70,8 @@ _NEW_CASE_PAIRS = (
 )
 _LOWER_NEW = {c: chr(c + d) for first, last, d in _NEW_CASE_PAIRS for c in range(first, last + 1)}
 
-# tokenizers' NFC uses Unicode 9.0 tables: these later combining marks and composition parts are
-# plain characters to it, so the text is normalised in the stretches between them.
+# tokenizers' NFC uses Unicode 9.0 tables: these combining marks and composition parts of Unicode
+# 10-18 are plain characters to it, so the text is normalised in the stretches between them.
 _NFC_UNKNOWN = (
     "05C8-05C9 07FD 0897-089F 08CA-08D3 09FE 0C3C 0D3B-0D3C 0EBA 1715 1ABF-1AF0 1DF6-1DFA A82C 105C9 105D2 "
     "105DA 105E4 10D24-10D27 10D69-10D6D 10EAB-10EAC 10ECB-10ECF 10EF0-10EFB 10EFD-10EFF 10F46-10F50 "
@@ -190,15 +190,16 @@ def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
 # Where files come from
 
 
-def resolve(path_or_id, filenames) -> dict:
-    """{filename: its path, or None where the directory lacks it}. Local directories only, for now.
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
 
-    Hub ids come with a later issue: this is the one function to swap for one that downloads.
+
+def resolve(path_or_id, filenames, **hub_kwargs) -> dict:
+    """{filename: its path, or None where the checkpoint lacks it}, for a local directory, a bundled
+    name or a hub id (configs and tokenizer files only are fetched; see npclip.hub.resolve_dir).
     """
-    directory = os.fspath(path_or_id)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory}: no such directory (npclip reads tokenizer and processor files "
-                                f"from a local directory; hub ids are not fetched here)")
+    from .hub import resolve_dir
+
+    directory = resolve_dir(path_or_id, weights=False, **hub_kwargs)
     paths = {name: os.path.join(directory, name) for name in filenames}
     return {name: path if os.path.isfile(path) else None for name, path in paths.items()}
 
@@ -354,11 +355,14 @@ class CLIPTokenizer:
             raise ValueError("pass both vocab and merges, or neither (for openai's vocabulary)")
         if vocab is None:
             vocab, merges = openai_vocab_and_merges()
-        self.encoder = dict(vocab)  # token -> id
+        self.encoder = {**vocab, **(added_tokens or {})}  # token -> id
         self.bpe_ranks = {_pair(m, "merges"): i for i, m in enumerate(merges)}  # (a, b) -> rank
-        specials = {t: self.encoder[t] for t in (bos_token, eos_token, unk_token, pad_token) if t in self.encoder}
-        self.added_tokens = {**specials, **(added_tokens or {})}  # matched in raw text, as transformers does
-        self.encoder.update(self.added_tokens)
+        specials = {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token}
+        for name, token in specials.items():
+            if token not in self.encoder:
+                raise ValueError(f"{name} {token!r} is not in the vocabulary")
+        # Matched in the raw text before normalising, as transformers' added tokens are.
+        self.added_tokens = {**{t: self.encoder[t] for t in specials.values()}, **(added_tokens or {})}
         self.decoder = {i: t for t, i in self.encoder.items()}
         self.bos_token, self.eos_token, self.unk_token, self.pad_token = bos_token, eos_token, unk_token, pad_token
         self.model_max_length = _usable_length(model_max_length)
@@ -372,7 +376,8 @@ class CLIPTokenizer:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "CLIPTokenizer":
         """Read a directory's tokenizer.json, or vocab.json + merges.txt, and tokenizer_config.json."""
-        files = resolve(pretrained_model_name_or_path, VOCAB_FILES)
+        hub = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+        files = resolve(pretrained_model_name_or_path, VOCAB_FILES, **hub)
         config = _special_tokens_config(files)
         if files["tokenizer.json"]:
             vocab, merges, added = read_tokenizer_json(files["tokenizer.json"])

@@ -17,6 +17,9 @@ from tolerances import TOLERANCES
 
 IN_CI = bool(os.environ.get("CI"))
 DATA = os.path.join(os.path.dirname(__file__), "data")
+# The backends the parity tests run on (comma-separated): "numpy", "cupy" (skips where no GPU is usable),
+# "cupy-emulated" (the CuPy code path on the CPU, kernels emulated: tests/_cupy_emulator.py).
+BACKENDS = [b.strip() for b in os.environ.get("NPCLIP_TEST_BACKENDS", "numpy,cupy").split(",") if b.strip()]
 
 
 def reference(module="transformers"):
@@ -53,6 +56,29 @@ def _numpy(x):
     if type(x).__module__.startswith("torch"):
         return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def gpu_usable() -> bool:
+    """CuPy imports and sees a CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=[pytest.param(b, marks=pytest.mark.gpu) if b == "cupy" else b for b in BACKENDS])
+def backend(request, monkeypatch):
+    """The backend name to pass to from_pretrained; cupy cases skip where no GPU is usable."""
+    if request.param == "cupy-emulated":
+        from _cupy_emulator import install
+
+        install(monkeypatch)
+        return "cupy"
+    if request.param == "cupy" and not gpu_usable():
+        pytest.skip("backend='cupy' needs CuPy and a CUDA GPU")
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -163,8 +163,6 @@ def test_every_model_class_loads_a_hub_id(online, cls):
     assert model.config.hidden_size == 42
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError, reason="npclip.tokenizer.resolve reads local directories "
-                   "only: wire npclip.hub.resolve_dir(..., weights=False) into it, then remove this mark")
 def test_processor_and_tokenizer_load_a_hub_id(online, whole):
     from npclip.processing import CLIPProcessor
     from npclip.tokenizer import CLIPTokenizer

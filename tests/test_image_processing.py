@@ -2,18 +2,21 @@
 
 npclip repeats the reference's arithmetic (same Pillow calls, same float64 rescale then float32
 cast, same float32 normalisation), so every case here must be bit-identical; none needs the
-1e-6 fallback that docs/preprocessing.md describes.
+TOLERANCES["pixels"] (1e-6) fallback that docs/preprocessing.md describes.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 
 import numpy as np
 import pytest
+
+from conftest import reference
 from PIL import Image
+
+from tolerances import TOLERANCES
 
 from npclip.image_processing import (
     CLIPImageProcessor,
@@ -25,15 +28,9 @@ from npclip.image_processing import (
     to_channels_first,
 )
 
-IN_CI = bool(os.environ.get("CI"))
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
-def reference(module="transformers"):
-    """Import a reference library: skip without it locally, fail without it under CI."""
-    if IN_CI:
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +67,12 @@ def rgba(image=CAT) -> Image.Image:
 
 
 def assert_pixels_equal(ours, theirs, where="", exact=True):
-    """Bit-identical float32 arrays (or max abs error <= 1e-6 where exact=False); report the worst pixel."""
+    """Bit-identical arrays (or max abs error <= TOLERANCES["pixels"] where exact=False); report the worst pixel."""
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     assert ours.shape == theirs.shape, f"{where}: shape {ours.shape} != reference {theirs.shape}"
     assert ours.dtype == theirs.dtype, f"{where}: dtype {ours.dtype} != reference {theirs.dtype}"
     err = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-    bad = (ours != theirs) if exact else (err > 1e-6)
+    bad = (ours != theirs) if exact else (err > TOLERANCES["pixels"])
     if bad.any():
         i = np.unravel_index(np.argmax(err), err.shape)
         raise AssertionError(f"{where}: {int(bad.sum())} of {bad.size} values differ, max abs error "
@@ -152,6 +149,8 @@ def test_float_input_without_rescale(proc, ref, dtype):
 def test_torch_tensor(proc, ref):
     torch = reference("torch")
     compare(proc, ref, torch.from_numpy(np.array(CAT).transpose(2, 0, 1).copy()), "torch CHW")
+    batch = torch.from_numpy(np.stack([np.array(CAT), np.array(CAT)[::-1].copy()]))
+    compare(proc, ref, batch, "torch [B, H, W, C]")
 
 
 @pytest.mark.parametrize("size", [(1000, 3), (3, 1000), (1, 1), (2, 2), (7, 300), (300, 7), (225, 224), (224, 225)])
@@ -211,6 +210,8 @@ CONFIGS = {
                                        "rescale_factor": 0.00392156862745098, "processor_class": "CLIPProcessor",
                                        "some_future_key": {"nested": [1, 2]}},
     "square size (use_square_size)": {"use_square_size": True, "crop_size": 200},
+    "null flags are false": {"do_convert_rgb": None, "do_resize": None},
+    "one mean and std for all channels": {"image_mean": 0.5, "image_std": 0.25},
 }
 
 
@@ -333,5 +334,5 @@ def test_bad_options(proc, tmp_path):
         proc(CAT, image_mean=[0.5, 0.5])
     with pytest.raises(FileNotFoundError, match="no preprocessor_config.json"):
         CLIPImageProcessor.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no such directory"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
         CLIPImageProcessor.from_pretrained(tmp_path / "missing")

@@ -7,7 +7,7 @@ from checkpoints import TINY_TEXT, TINY_VISION, load_reference
 from conftest import DATA, assert_close, reference
 from parity import TOWER_FIELDS, VARIANTS, compare_outputs, pixel_inputs, text_inputs
 from npclip.ops import linear
-from npclip import CLIPForImageClassification, CLIPModel, CLIPTextModel, CLIPVisionModelWithProjection
+from npclip import CLIPForImageClassification, to_numpy, CLIPModel, CLIPTextModel, CLIPVisionModelWithProjection
 
 torch = reference("torch")
 transformers = reference("transformers")
@@ -15,8 +15,8 @@ transformers = reference("transformers")
 CLIP_FIELDS = ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds", "loss")
 
 
-def check_clip(directory, ids, mask, px, where):
-    ref, ours = load_reference(directory), CLIPModel.from_pretrained(directory)
+def check_clip(directory, ids, mask, px, where, backend="numpy"):
+    ref, ours = load_reference(directory), CLIPModel.from_pretrained(directory, backend=backend)
     with torch.no_grad():
         r = ref(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
                 pixel_values=torch.from_numpy(px), return_loss=True, output_hidden_states=True,
@@ -44,10 +44,11 @@ def check_clip(directory, ids, mask, px, where):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_clip_model_matches_transformers(checkpoints, variant):
+def test_clip_model_matches_transformers(checkpoints, variant, backend):
     ids, mask = text_inputs(VARIANTS[variant]["text"], batch=2)
     px = pixel_inputs(VARIANTS[variant]["vision"], batch=2)
-    _, o = check_clip(checkpoints(variant), ids, mask, px, variant)
+    _, o = check_clip(checkpoints(variant), ids, mask, px, variant, backend)
+    o = to_numpy(o)
     assert np.isfinite(o.loss) and o.logits_per_image.shape == (2, 2)
     np.testing.assert_array_equal(o.logits_per_image, o.logits_per_text.T)
 
@@ -66,7 +67,7 @@ def test_text_features_of_padded_to_max_length_batch_equal_unpadded(checkpoints)
 
 
 @pytest.mark.slow
-def test_vit_b32_full_size_on_real_photographs(tmp_path):
+def test_vit_b32_full_size_on_real_photographs(tmp_path, backend):
     """The default config (ViT-B/32, 151M parameters) once, on the reference's pixel values."""
     from PIL import Image
 
@@ -77,7 +78,7 @@ def test_vit_b32_full_size_on_real_photographs(tmp_path):
     images = [Image.open(f"{DATA}/{name}.png") for name in ("chelsea", "astronaut")]
     px = processor(images=images, return_tensors="np")["pixel_values"].astype(np.float32)
     ids, mask = text_inputs({}, batch=2)
-    check_clip(directory, ids, mask, px, "vit-b32")
+    check_clip(directory, ids, mask, px, "vit-b32", backend)
 
 
 def test_loss_needs_matching_batches(checkpoints):
@@ -88,10 +89,10 @@ def test_loss_needs_matching_batches(checkpoints):
 
 
 @pytest.mark.parametrize("labels", ["int", "none"])
-def test_image_classification_head(checkpoints, labels):
+def test_image_classification_head(checkpoints, labels, backend):
     directory = checkpoints("tiny", "CLIPForImageClassification", num_labels=5)
     ref = load_reference(directory, "CLIPForImageClassification")
-    ours = CLIPForImageClassification.from_pretrained(directory)
+    ours = CLIPForImageClassification.from_pretrained(directory, backend=backend)
     px = pixel_inputs(TINY_VISION, batch=3)
     y = np.array([0, 4, 2]) if labels == "int" else None
     with torch.no_grad():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from checkpoints import TINY_TEXT, load_reference
-from conftest import assert_close, reference
+from conftest import reference
 from parity import TOWER_FIELDS, VARIANTS, compare_outputs, text_inputs
 from npclip import CLIPTextModel, CLIPTextModelWithProjection
 from npclip.text import pooled_positions
@@ -14,10 +14,10 @@ reference("transformers")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_text_model_matches_transformers(checkpoints, variant):
+def test_text_model_matches_transformers(checkpoints, variant, backend):
     directory = checkpoints(variant, "CLIPTextModel")
     ref = load_reference(directory, "CLIPTextModel")
-    ours = CLIPTextModel.from_pretrained(directory)
+    ours = CLIPTextModel.from_pretrained(directory, backend=backend)
     ids, mask = text_inputs(VARIANTS[variant]["text"])
     with torch.no_grad():
         r = ref(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True,
@@ -27,9 +27,9 @@ def test_text_model_matches_transformers(checkpoints, variant):
     assert n == 2 + 2 * TINY_TEXT["num_hidden_layers"] + 1
 
 
-def test_text_model_without_mask_and_with_position_ids(checkpoints):
+def test_text_model_without_mask_and_with_position_ids(checkpoints, backend):
     directory = checkpoints("tiny", "CLIPTextModel")
-    ref, ours = load_reference(directory, "CLIPTextModel"), CLIPTextModel.from_pretrained(directory)
+    ref, ours = load_reference(directory, "CLIPTextModel"), CLIPTextModel.from_pretrained(directory, backend=backend)
     ids, _ = text_inputs(TINY_TEXT, seed=3)
     pos = np.tile(np.arange(ids.shape[1])[::-1].copy(), (ids.shape[0], 1))
     with torch.no_grad():
@@ -40,10 +40,10 @@ def test_text_model_without_mask_and_with_position_ids(checkpoints):
 
 
 @pytest.mark.parametrize("variant", ["tiny", "legacy-eos"])
-def test_text_model_with_projection(checkpoints, variant):
+def test_text_model_with_projection(checkpoints, variant, backend):
     directory = checkpoints(variant, "CLIPTextModelWithProjection")
     ref = load_reference(directory, "CLIPTextModelWithProjection")
-    ours = CLIPTextModelWithProjection.from_pretrained(directory)
+    ours = CLIPTextModelWithProjection.from_pretrained(directory, backend=backend)
     ids, mask = text_inputs(VARIANTS[variant]["text"], seed=1)
     with torch.no_grad():
         r = ref(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)

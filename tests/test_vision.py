@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from checkpoints import TINY_VISION, load_reference
-from conftest import assert_close, reference
+from conftest import reference
 from parity import TOWER_FIELDS, VARIANTS, compare_outputs, pixel_inputs
 from npclip import CLIPVisionModel, CLIPVisionModelWithProjection
 
@@ -13,9 +13,9 @@ reference("transformers")
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "legacy-eos"])
-def test_vision_model_matches_transformers(checkpoints, variant):
+def test_vision_model_matches_transformers(checkpoints, variant, backend):
     directory = checkpoints(variant, "CLIPVisionModel")
-    ref, ours = load_reference(directory, "CLIPVisionModel"), CLIPVisionModel.from_pretrained(directory)
+    ref, ours = load_reference(directory, "CLIPVisionModel"), CLIPVisionModel.from_pretrained(directory, backend=backend)
     px = pixel_inputs(VARIANTS[variant]["vision"])
     with torch.no_grad():
         r = ref(pixel_values=torch.from_numpy(px), output_hidden_states=True, output_attentions=True)
@@ -25,10 +25,10 @@ def test_vision_model_matches_transformers(checkpoints, variant):
 
 
 @pytest.mark.parametrize("size", [(30, 30), (42, 42), (36, 54), (24, 30)])
-def test_interpolate_pos_encoding(checkpoints, size):
+def test_interpolate_pos_encoding(checkpoints, size, backend):
     directory = checkpoints("tiny", "CLIPVisionModelWithProjection")
     ref = load_reference(directory, "CLIPVisionModelWithProjection")
-    ours = CLIPVisionModelWithProjection.from_pretrained(directory)
+    ours = CLIPVisionModelWithProjection.from_pretrained(directory, backend=backend)
     px = pixel_inputs(TINY_VISION, size=size)
     with torch.no_grad():
         r = ref(pixel_values=torch.from_numpy(px), interpolate_pos_encoding=True, output_hidden_states=True)
