@@ -13,15 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .hub import HUB_KWARGS as _HUB_KWARGS
+from .hub import read_json as _read_json
+
 CONFIG_NAME = "config.json"
-
-
-def _read_json(path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 class _Config:
@@ -72,7 +67,6 @@ class _Config:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
 
-_HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
 
 
 def _hub_kwargs(kwargs: dict) -> dict:

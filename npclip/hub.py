@@ -26,6 +26,9 @@ BUNDLED = {"tiny-shapes": os.path.join(os.path.dirname(__file__), "data", "tiny-
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
+# The from_pretrained arguments that say where files come from, passed on to resolve_dir.
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+
 # What a download fetches: configs and tokenizer files, plus (for a model) its safetensors weights.
 CONFIG_PATTERNS = ["*.json", "*.txt"]
 WEIGHT_PATTERNS = [SAFE_WEIGHTS_NAME]  # the shards of a sharded checkpoint are read off its index
@@ -74,6 +77,15 @@ def resolve_dir(name_or_path, revision=None, cache_dir=None, local_files_only=Fa
         _download_shards(name, directory, **hub)
         _check_weights(name, directory, **hub)
     return directory
+
+
+def read_json(path) -> dict:
+    """A checkpoint's JSON file (config.json, preprocessor_config.json, ...), with an error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def resolve_file(name_or_path, filename, **kwargs) -> str:

@@ -23,6 +23,7 @@ from math import ceil
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .hub import read_json as _read_json
 from .tokenizer import HUB_KWARGS, BatchEncoding, resolve
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -426,9 +427,3 @@ def _stack(pixels: list, return_tensors):
     return np.stack(pixels)  # [B, C, h, w]
 
 
-def _read_json(path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e

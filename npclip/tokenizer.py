@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import regex
 
+from .hub import HUB_KWARGS
+from .hub import read_json as _read_json
+
 BPE_PATH = os.path.join(os.path.dirname(__file__), "data", "bpe_simple_vocab_16e6.txt.gz")
 N_MERGES = 49152 - 256 - 2  # openai/CLIP simple_tokenizer.py: merges[1:49152-256-2+1]
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -190,7 +193,6 @@ def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
 # Where files come from
 
 
-HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
 
 
 def resolve(path_or_id, filenames, **hub_kwargs) -> dict:
@@ -253,14 +255,6 @@ def read_tokenizer_json(path) -> tuple[dict, list, dict]:
     merges = [_pair(m, path) for m in model["merges"]]
     added = {t["content"]: int(t["id"]) for t in d.get("added_tokens", [])}
     return dict(model["vocab"]), merges, added
-
-
-def _read_json(path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def _token_str(value):
