@@ -13,18 +13,19 @@ from .backend import kernels
 from .ops import activation, linear, merge_heads, split_heads
 
 
-def self_attention(x, w, num_heads, mask=None):
+def self_attention(x, w, num_heads, mask=None, need_weights=True):
     """Multi-head self-attention (transformers' CLIPAttention) with one fused q/k/v product.
 
-    x: [B, L, D] -> out [B, L, D], weights [B, H, L, L]
+    x: [B, L, D] -> out [B, L, D], weights [B, H, L, L] (None when need_weights is False)
     """
+    fn = kernels(x)
     D = x.shape[-1]
-    qkv = linear(x, w["self_attn.qkv_proj.weight"], w["self_attn.qkv_proj.bias"])  # [B, L, 3D]
+    qkv = fn.linear(x, w["self_attn.qkv_proj.weight"], w["self_attn.qkv_proj.bias"])  # [B, L, 3D]
     q = split_heads(qkv[..., :D], num_heads)  # [B, H, L, Dh], a view
     k = split_heads(qkv[..., D : 2 * D], num_heads)  # [B, H, L, Dh], a view
     v = split_heads(qkv[..., 2 * D :], num_heads)  # [B, H, L, Dh], a view
-    out, weights = kernels(x).attention(q, k, v, mask)  # [B, H, L, Dh], [B, H, L, L]
-    out = linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, L, D]
+    out, weights = fn.attention(q, k, v, mask, need_weights)  # [B, H, L, Dh], [B, H, L, L] or None
+    out = fn.linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, L, D]
     return out, weights
 
 
@@ -37,10 +38,10 @@ def mlp(x, w, act, record=None, name=""):
         record(name + "mlp.fc1", h)
         h = activation(act)(h)  # [B, L, F], a new array
         record(name + "mlp.activation_fn", h)
-    return linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
+    return kernels(x).linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
 
 
-def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name=""):
+def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name="", need_weights=True):
     """x + attention(LN1(x)), then + mlp(LN2(.)) (transformers' CLIPEncoderLayer).
 
     x: [B, L, D] -> [B, L, D], attention weights [B, H, L, L]
@@ -48,7 +49,7 @@ def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name=""):
     k = kernels(x)
     h = k.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
     _record(record, name + "layer_norm1", h)
-    h, weights = self_attention(h, w, num_heads, mask)  # [B, L, D], [B, H, L, L]
+    h, weights = self_attention(h, w, num_heads, mask, need_weights)  # [B, L, D], [B, H, L, L] or None
     _record(record, name + "self_attn", h)
     h += x  # residual, added into the fresh array so that x is never modified
     x = h
@@ -71,7 +72,8 @@ def encoder(x, layers, num_heads, eps, act, mask=None, output_hidden_states=Fals
     hidden_states = [x] if output_hidden_states else None
     attentions = [] if output_attentions else None
     for i, w in enumerate(layers):
-        x, weights = encoder_layer(x, w, num_heads, eps, act, mask, record, f"{prefix}encoder.layers.{i}.")
+        x, weights = encoder_layer(x, w, num_heads, eps, act, mask, record, f"{prefix}encoder.layers.{i}.",
+                                   need_weights=output_attentions)
         if output_hidden_states:
             hidden_states.append(x)
         if output_attentions:

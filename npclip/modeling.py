@@ -166,6 +166,7 @@ class CLIPPreTrainedModel:
         """
         if kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments: {', '.join(kwargs)}")
+        _backend.get_backend(backend)  # a missing CuPy or GPU is reported before anything is read
         directory = resolve_dir(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
                                 local_files_only=local_files_only, token=token)
         if config is None:

@@ -156,11 +156,11 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, L, H * Dh)
 
 
-def attention(q, k, v, mask=None):
+def attention(q, k, v, mask=None, need_weights=True):
     """Scaled dot-product attention with an additive mask; returns the output and the weights.
 
     q, k, v: [B, H, L, Dh], mask: broadcastable to [B, H, L, L] (0 or a large negative)
-    -> out [B, H, L, Dh], weights [B, H, L, L]
+    -> out [B, H, L, Dh], weights [B, H, L, L] (None when need_weights is False)
     """
     xp = array_namespace(q)
     scores = xp.matmul(q, k.transpose(0, 1, 3, 2))  # [B, H, L, Dh] @ [B, H, Dh, L] -> [B, H, L, L]
@@ -168,7 +168,8 @@ def attention(q, k, v, mask=None):
     if mask is not None:
         scores += mask
     weights = softmax(scores)  # [B, H, L, L]
-    return xp.matmul(weights, v), weights  # [B, H, L, L] @ [B, H, L, Dh] -> [B, H, L, Dh]
+    out = xp.matmul(weights, v)  # [B, H, L, L] @ [B, H, L, Dh] -> [B, H, L, Dh]
+    return out, (weights if need_weights else None)
 
 
 def additive_mask(allowed, dtype):

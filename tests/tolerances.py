@@ -13,6 +13,9 @@ TOLERANCES = {
     "erf": 2.5e-7,
     # Preprocessing where the arithmetic cannot be bit-exact (see docs/preprocessing.md).
     "pixels": 1e-6,
-    # float16 compute (npclip dtype="float16") against transformers in float32.
+    # float16 compute (npclip dtype="float16") against transformers in float32 or float16: measured up to
+    # 7.7e-3 on the tiny and head-width-64 configs; float16's ulp is 1e-3 near 1 and grows through layers.
     "float16": 2e-2,
+    # A fused float16 GPU kernel against its readable float32-accumulating twin (one op, no depth).
+    "op-float16": 4e-3,
 }
