@@ -5,9 +5,9 @@ Reproduces transformers' CLIPTextEmbeddings and CLIPTextModel.forward.
 
 from __future__ import annotations
 
-from .backend import array_namespace
+from .backend import array_namespace, kernels
 from .encoder import encoder
-from .ops import additive_mask, causal_mask, layer_norm
+from .ops import additive_mask, causal_mask
 
 
 def text_embeddings(input_ids, position_ids, token_embedding, position_embedding):
@@ -63,8 +63,8 @@ def text_transformer(input_ids, attention_mask, position_ids, params, layers, cf
     x, hidden_states, attentions = encoder(
         x, layers, cfg.num_attention_heads, cfg.layer_norm_eps, cfg.hidden_act, mask,
         output_hidden_states, output_attentions, record, "text_model.")
-    last = layer_norm(x, params["text_model.final_layer_norm.weight"], params["text_model.final_layer_norm.bias"],
-                      cfg.layer_norm_eps)  # [B, T, D]
+    last = kernels(x).layer_norm(x, params["text_model.final_layer_norm.weight"],
+                                 params["text_model.final_layer_norm.bias"], cfg.layer_norm_eps)  # [B, T, D]
     pooled = last[xp.arange(B), pooled_positions(input_ids, cfg.eos_token_id)]  # [B, D]
     if record is not None:
         record("text_model.final_layer_norm", last)

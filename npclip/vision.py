@@ -5,9 +5,9 @@ Reproduces transformers' CLIPVisionEmbeddings and CLIPVisionModel.forward.
 
 from __future__ import annotations
 
-from .backend import array_namespace
+from .backend import array_namespace, kernels
 from .encoder import encoder
-from .ops import bicubic_resize, layer_norm, patch_embedding
+from .ops import bicubic_resize, patch_embedding
 
 
 def position_embeddings(position_embedding, grid_h, grid_w, interpolate):
@@ -56,14 +56,15 @@ def vision_transformer(pixel_values, params, layers, cfg, interpolate_pos_encodi
     eps = cfg.layer_norm_eps
     if record is not None:
         record("vision_model.embeddings", x)
-    x = layer_norm(x, params["vision_model.pre_layrnorm.weight"], params["vision_model.pre_layrnorm.bias"], eps)
+    x = kernels(x).layer_norm(x, params["vision_model.pre_layrnorm.weight"],
+                              params["vision_model.pre_layrnorm.bias"], eps)  # [B, N, D]
     if record is not None:
         record("vision_model.pre_layrnorm", x)
     last, hidden_states, attentions = encoder(
         x, layers, cfg.num_attention_heads, eps, cfg.hidden_act, None,
         output_hidden_states, output_attentions, record, "vision_model.")  # [B, N, D]
-    pooled = layer_norm(last[:, 0], params["vision_model.post_layernorm.weight"],
-                        params["vision_model.post_layernorm.bias"], eps)  # [B, D], the class token
+    pooled = kernels(last).layer_norm(last[:, 0], params["vision_model.post_layernorm.weight"],
+                                      params["vision_model.post_layernorm.bias"], eps)  # [B, D], the class token
     if record is not None:
         record("vision_model.post_layernorm", pooled)
     return last, pooled, hidden_states, attentions
