@@ -126,16 +126,19 @@ def best_time(fn, repeat):
     return min(times)
 
 
-def alternating(fns, repeat):
-    """Best time of each function, calling them in turn so that machine noise hits all alike."""
-    for fn in fns.values():
-        fn()
+def alternating(fns, repeat, rounds=2):
+    """Best time of each function, in rounds that take the libraries in turn, so that machine noise
+    hits all alike. Within a round each library gets one untimed call, then ``repeat`` timed ones:
+    the thread pools of the other library (OpenMP, OpenBLAS) keep spinning for a while after its
+    last call, and would otherwise be timed too."""
     times = {k: [] for k in fns}
-    for _ in range(repeat):
+    for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
     return {k: min(v) for k, v in times.items()}
 
 
