@@ -518,7 +518,7 @@ def compare_stage(name, reference, candidate, atol, rtol, valid=None) -> Row:
         return Row(name, shape, "FAIL", note=f"shape {tuple(c.shape)} != reference {shape}")
     if r.dtype.kind in "iub":
         atol = rtol = 0.0
-    rf, cf = r.astype(np.float64), c.astype(np.float64)
+    rf, cf = np.atleast_1d(r.astype(np.float64)), np.atleast_1d(c.astype(np.float64))  # scalars (a loss) too
     if valid is not None:
         rf, cf = rf[valid], cf[valid]
     err = np.abs(cf - rf)

@@ -479,3 +479,10 @@ def test_open_clip_passes_on_real_tokens(inputs, tmp_path):
     ours = {**short, **V.capture(CLIPModel.from_pretrained(directory), **{**inputs, **short})}
     candidate = {**short, **V.run_open_clip(open_clip_from_transformers(directory), {**inputs, **short})}
     assert V.compare(ours, candidate, ignore_padding=True, require_all=True).passed
+
+
+def test_scalar_stages_compare():
+    from npclip.verify import compare_stage
+
+    assert compare_stage("loss", np.float32(1.0), np.float32(1.0), 1e-4, 1e-4).status == "pass"
+    assert compare_stage("loss", np.float32(1.0), np.float32(2.0), 1e-4, 1e-4).status == "FAIL"
