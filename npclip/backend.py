@@ -87,12 +87,6 @@ def kernels(x):
     return ops
 
 
-def asarray(x, backend: str | None = None, dtype=None):
-    """Move a host array to the given backend (a no-op copy-free view for NumPy)."""
-    xp = get_backend(backend)
-    return xp.asarray(x, dtype=dtype)
-
-
 def to_numpy(x):
     """Bring an array, or a tuple/list/dict/output of arrays, back to host NumPy."""
     if x is None or isinstance(x, (bool, int, float, str)):

@@ -58,7 +58,6 @@ def test_text_features_of_padded_to_max_length_batch_equal_unpadded(checkpoints)
     ids, mask = text_inputs(TINY_TEXT, batch=3)
     long_ids = np.concatenate([ids, np.full((3, 5), ids[0, -1])], axis=1)
     long_mask = np.concatenate([mask, np.zeros((3, 5), mask.dtype)], axis=1)
-    full = model.text_model_output = None
     full = CLIPTextModel.from_pretrained(checkpoints("tiny"))(input_ids=long_ids, attention_mask=long_mask)
     features = model.get_text_features(long_ids, long_mask)
     assert_close(features, model.get_text_features(ids, mask), where="padded vs unpadded")
