@@ -30,27 +30,27 @@ VISION = dict(hidden_size=42, intermediate_size=37, num_hidden_layers=2, num_att
 _MADE: dict[str, str] = {}
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """openai/CLIP simple_tokenizer.bytes_to_unicode: every byte as a printable character."""
+def openai_vocab(path=BPE):
+    """openai/CLIP simple_tokenizer.py's vocabulary (49,408 tokens in id order) and merges ("a b"
+    lines in rank order), re-typed here so that the reference never comes from the code under test."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
+    cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    byte_chars = [chr(c) for c in cs]
+    merges = gzip.open(path).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]  # line 0: a header
+    vocab = byte_chars + [v + "</w>" for v in byte_chars] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    assert len(vocab) == 49408
+    return vocab, merges
 
 
 def write_bpe_files(directory) -> None:
-    """vocab.json and merges.txt as openai/CLIP's SimpleTokenizer builds them (49,408 tokens)."""
-    lines = gzip.open(BPE).read().decode("utf-8").split("\n")
-    merges = lines[1 : 49152 - 256 - 2 + 1]  # openai/CLIP simple_tokenizer.py
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    assert len(vocab) == 49408
+    """vocab.json and merges.txt, as the hub's openai/clip-vit-* checkpoints carry them."""
+    vocab, merges = openai_vocab()
     with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump({tok: i for i, tok in enumerate(vocab)}, f, ensure_ascii=False)
     with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:

@@ -93,3 +93,12 @@ def checkpoints(tmp_path_factory):
     from parity import Checkpoints
 
     return Checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def whole(tmp_path_factory):
+    """A whole random-weight checkpoint (model, tokenizer files, preprocessor config): tests/_checkpoints.py."""
+    reference("transformers")
+    from _checkpoints import whole_checkpoint
+
+    return whole_checkpoint(tmp_path_factory)

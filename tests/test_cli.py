@@ -13,19 +13,13 @@ import sys
 import numpy as np
 import pytest
 
-from _checkpoints import whole_checkpoint
 from _fakehub import FakeHub
-from conftest import DATA, assert_close, reference
+from conftest import DATA, assert_close
 
 CHELSEA = os.path.join(DATA, "chelsea.png")
 ASTRONAUT = os.path.join(DATA, "astronaut.png")
 LABELS = ["cat", "dog", "a photo of an astronaut"]
 
-
-@pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    reference("transformers")
-    return whole_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from _checkpoints import TEXT, VISION, whole_checkpoint
+from _checkpoints import TEXT, VISION
 from _fakehub import FakeHub
 from checkpoints import make_checkpoint
 from conftest import assert_close, reference
@@ -20,11 +20,6 @@ from npclip.hub import ModelNotFoundError, resolve_dir
 
 FORBIDDEN = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "README.md", "open_clip_model.safetensors")
 
-
-@pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    reference("transformers")
-    return whole_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 
-from _checkpoints import whole_checkpoint
 from conftest import DATA, assert_close, reference
 from npclip.pipelines import ImageLoadError, ZeroShotImageClassificationPipeline, load_image, pipeline
 
@@ -20,11 +19,6 @@ CHELSEA = os.path.join(DATA, "chelsea.png")
 ASTRONAUT = os.path.join(DATA, "astronaut.png")
 LABELS = ["cat", "dog", "car", "a photo of an astronaut", "rocket"]
 
-
-@pytest.fixture(scope="module")
-def whole(tmp_path_factory):
-    reference("transformers")
-    return whole_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ that the reference does not lean on npclip's own loader).
 
 from __future__ import annotations
 
-import gzip
 import json
 import unicodedata
 
 import numpy as np
 import pytest
 
+from _checkpoints import openai_vocab, write_bpe_files
 from conftest import reference
 import regex
 from hypothesis import HealthCheck, given, settings
@@ -111,28 +111,11 @@ VARIANTS = [
 # Fixtures: the reference, built offline
 
 
-def openai_vocab(path=T.BPE_PATH):
-    """openai/CLIP simple_tokenizer.py's vocabulary and merges, re-typed for the test."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    byte_chars = [chr(c) for c in cs]
-    merges = gzip.open(path).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    vocab = byte_chars + [v + "</w>" for v in byte_chars] + ["".join(m.split()) for m in merges]
-    return vocab + ["<|startoftext|>", "<|endoftext|>"], merges
-
-
 @pytest.fixture(scope="session")
 def vocab_dir(tmp_path_factory):
     """A directory with vocab.json and merges.txt, as the hub's openai/clip-vit-* checkpoints carry."""
     d = tmp_path_factory.mktemp("clip-tokenizer")
-    vocab, merges = openai_vocab()
-    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False), "utf-8")
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", "utf-8")
+    write_bpe_files(d)
     return d
 
 

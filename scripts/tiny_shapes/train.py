@@ -10,7 +10,6 @@ torch and transformers are needed here only; npclip runs the result without them
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -28,39 +27,19 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BPE_PATH = os.path.join(REPO, "npclip", "data", "bpe_simple_vocab_16e6.txt.gz")
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)  # OpenAI CLIP
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 
 # --- tokenizer ----------------------------------------------------------------------------------
 
-def bytes_to_unicode():
-    """openai/CLIP simple_tokenizer.bytes_to_unicode: byte -> printable unicode character."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
+def clip_vocabulary():
+    """The vocabulary (49,408 tokens in id order) and merges exactly as openai/CLIP builds them,
+    from the merge list npclip ships (npclip.tokenizer.openai_vocab_and_merges)."""
+    from npclip.tokenizer import openai_vocab_and_merges
 
-
-def clip_vocabulary(bpe_path=BPE_PATH):
-    """The vocabulary and merges exactly as openai/CLIP SimpleTokenizer.__init__ builds them.
-
-    -> (vocab: 49,408 tokens in id order, merges: 48,894 pairs in rank order)
-    """
-    lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]  # line 0 is a header
-    vocab = list(bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab]
-    vocab += ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    assert len(vocab) == len(set(vocab)) == 49408, len(vocab)
-    return vocab, merges
+    vocab, merges = openai_vocab_and_merges()
+    return sorted(vocab, key=vocab.get), merges
 
 
 def write_tokenizer(directory):
