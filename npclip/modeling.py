@@ -23,7 +23,7 @@ from . import backend as _backend
 from .configuration import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from .hub import resolve_dir
 from .ops import linear
-from .text import pooled_positions, text_transformer
+from .text import pooled_text, text_transformer
 from .vision import vision_transformer
 from .weights import check_and_convert, expected_shapes, layer_weights, load_checkpoint
 
@@ -258,16 +258,10 @@ class CLIPPreTrainedModel:
                                                       bool(output_attentions), record)
         return BaseModelOutputWithPooling(last, pooled, hidden, attn)
 
-    def _pooled_text(self, input_ids, attention_mask=None, position_ids=None, record=None):
-        """The pooled text state only. Under the causal mask nothing after the last pooled token
-        can change it, so the batch is cut there: a padded-to-77 batch costs a padded-to-longest one."""
+    def _pooled_text(self, input_ids, attention_mask=None, position_ids=None):
+        """The pooled text state only, computing only the tokens it depends on (text.pooled_text)."""
         ids, mask, pos = self._input_ids(input_ids, attention_mask, position_ids)
-        keep = int(pooled_positions(ids, self.text_config.eos_token_id).max()) + 1 if ids.shape[1] else 0
-        ids = ids[:, :keep]
-        mask = None if mask is None else mask[:, :keep]
-        pos = None if pos is None else pos[:, :keep]
-        return text_transformer(ids, mask, pos, self.params, self.text_layers, self.text_config,
-                                record=record)[1]
+        return pooled_text(ids, mask, pos, self.params, self.text_layers, self.text_config)
 
     def _vision(self, pixel_values, interpolate_pos_encoding=False, output_attentions=False,
                 output_hidden_states=False, record=None) -> BaseModelOutputWithPooling:

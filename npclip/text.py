@@ -9,6 +9,8 @@ from .backend import array_namespace, kernels
 from .encoder import encoder
 from .ops import additive_mask, causal_mask
 
+PACK_WIDTH = 64  # tokens per packed row (at least the longest text): see pooled_text
+
 
 def text_embeddings(input_ids, position_ids, token_embedding, position_embedding):
     """Look up tokens and add positions.
@@ -70,3 +72,70 @@ def text_transformer(input_ids, attention_mask, position_ids, params, layers, cf
         record("text_model.final_layer_norm", last)
         record("text_model.pooler_output", pooled)
     return last, pooled, hidden_states, attentions
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooled states only: each text cut after its pooled token, the texts packed into rows
+
+
+def pack_rows(lengths, capacity):
+    """Place sequences end to end in rows of at most ``capacity`` tokens, longest first, each into
+    the first row with room for it (first-fit decreasing bin packing).
+
+    lengths: B ints, none over capacity -> row [B], start [B] (each sequence's first column), rows, width
+    """
+    fill = []  # tokens used in each row so far
+    row, start = [0] * len(lengths), [0] * len(lengths)
+    for b in sorted(range(len(lengths)), key=lambda b: -lengths[b]):
+        r = next((r for r, used in enumerate(fill) if used + lengths[b] <= capacity), len(fill))
+        if r == len(fill):
+            fill.append(0)
+        row[b], start[b] = r, fill[r]
+        fill[r] += lengths[b]
+    return row, start, len(fill), max(fill, default=0)
+
+
+def pooled_text(input_ids, attention_mask, position_ids, params, layers, cfg):
+    """The pooled state of each text, computing only the tokens it depends on: [B, D].
+
+    Under the causal mask nothing after a text's pooled (end-of-text) token can change that token's
+    state, so each text is cut after it, and the cut texts are packed end to end into rows of
+    ``PACK_WIDTH`` tokens (pack_rows). A mask that is block-diagonal (a token sees only earlier tokens
+    of its own text) and position ids that start again for each text make every packed text compute
+    what it computes alone. A batch padded to 77 tokens, or texts of very different lengths, then
+    cost only their real tokens; the result equals text_transformer's pooled output to rounding.
+
+    input_ids, attention_mask (or None), position_ids (or None): [B, T] -> [B, D]
+    """
+    xp = array_namespace(params["text_model.final_layer_norm.weight"])
+    B, T = input_ids.shape
+    keys = xp.ones((B, T), dtype=bool) if attention_mask is None else attention_mask != 0  # [B, T]
+    pos = xp.broadcast_to(xp.arange(T) if position_ids is None else position_ids, (B, T))  # [B, T]
+    pooled = pooled_positions(input_ids, cfg.eos_token_id)  # [B]
+    seen = keys & (xp.arange(T)[None] <= pooled[:, None])  # [B, T]: keys at or before the pooled token
+    if B == 0 or not bool(seen.any(axis=1).all()):
+        # a pooled token that may attend to nothing gets uniform weights over its whole row in
+        # text_transformer, which a cut text cannot reproduce: compute the batch as it is
+        return text_transformer(input_ids, attention_mask, position_ids, params, layers, cfg)[1]
+    lengths = [p + 1 for p in pooled.tolist()]  # tokens kept of each text
+    row, start, G, W = pack_rows(lengths, max(PACK_WIDTH, max(lengths)))
+    b = xp.repeat(xp.arange(B), xp.asarray(lengths))  # [N]: the text of each kept token, N = sum(lengths)
+    t = xp.arange(b.shape[0]) - xp.repeat(xp.cumsum(xp.asarray([0] + lengths[:-1])), xp.asarray(lengths))  # [N]: its position in its text
+    r, c = xp.asarray(row)[b], xp.asarray(start)[b] + t  # [N]: its slot in the packed rows
+
+    def packed(values, fill):  # [N] -> [G, W], fill in the empty slots
+        out = xp.full((G, W), fill, dtype=values.dtype)
+        out[r, c] = values
+        return out
+
+    text, index, key = packed(b, -1), packed(t, 0), packed(keys[b, t], False)  # [G, W] each
+    allowed = ((text[:, :, None] == text[:, None, :]) & (index[:, None, :] <= index[:, :, None])
+               & key[:, None, :])  # [G, W, W]: query i sees key j of its own text, j <= i
+    x = text_embeddings(packed(input_ids[b, t], 0), packed(pos[b, t], 0),
+                        params["text_model.embeddings.token_embedding.weight"],
+                        params["text_model.embeddings.position_embedding.weight"])  # [G, W, D]
+    mask = additive_mask(allowed[:, None], x.dtype)  # [G, 1, W, W]
+    x, _, _ = encoder(x, layers, cfg.num_attention_heads, cfg.layer_norm_eps, cfg.hidden_act, mask)
+    rows = x[xp.asarray(row), xp.asarray(start) + pooled]  # [B, D]: each text's pooled token
+    return kernels(rows).layer_norm(rows, params["text_model.final_layer_norm.weight"],
+                                    params["text_model.final_layer_norm.bias"], cfg.layer_norm_eps)  # [B, D]

@@ -320,30 +320,53 @@ def release_mapped_pages(array):
 
 def layer_weights(params, prefix, num_layers):
     """Per-layer dicts of weights named as inside the layer (``self_attn.q_proj.weight``, ...),
-    with q/k/v fused (see fuse_qkv). prefix: "text_model" or "vision_model" -> list of dicts.
-    The separate q/k/v entries of ``params`` become views of the fused arrays: no second copy.
+    with q/k/v fused (see fuse_qkv) and every matrix stored column-major (see column_major).
+    prefix: "text_model" or "vision_model" -> list of dicts. The entries of ``params`` become the
+    layer's arrays (q/k/v as views of the fused ones): no second copy.
     """
     layers = []
     for i in range(num_layers):
         p = f"{prefix}.encoder.layers.{i}."
         layer = fuse_qkv({k[len(p):]: v for k, v in params.items() if k.startswith(p)})
+        for name in LINEAR_WEIGHTS:
+            layer[name] = column_major(layer[name])
         params.update({p + k: v for k, v in layer.items() if not k.startswith("self_attn.qkv_proj")})
         layers.append(layer)
     return layers
 
 
+# The matrices of a layer that go through ops.linear (q/k/v are views of the fused one).
+LINEAR_WEIGHTS = ("self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
+
+
+def column_major(weight):
+    """The same [Dout, Din] matrix stored column-major (Fortran order), so that ``weight.T``, the
+    [Din, Dout] operand of ``x @ weight.T``, is row-major. OpenBLAS multiplies a few rows (one image,
+    short texts) by a row-major right operand up to 1.5x faster than by a transposed one (see
+    docs/performance.md). A memory-mapped original is released once copied."""
+    from .backend import array_namespace
+
+    if weight.flags.f_contiguous:
+        return weight
+    out = array_namespace(weight).asfortranarray(weight)  # [Dout, Din], one copy
+    release_mapped_pages(weight)
+    return out
+
+
 def fuse_qkv(layer):
-    """Add ``self_attn.qkv_proj.weight`` [3D, D] and ``.bias`` [3D] (q, k, v stacked), so that the
-    three projections are one matrix product; q/k/v become views of the stacked arrays."""
+    """Add ``self_attn.qkv_proj.weight`` [3D, D] (column-major, see column_major) and ``.bias`` [3D],
+    q, k and v stacked, so that the three projections are one matrix product; q/k/v become views of
+    the stacked arrays."""
     from .backend import array_namespace
 
     xp = array_namespace(layer["self_attn.q_proj.weight"])
     D = layer["self_attn.q_proj.weight"].shape[0]
     for kind in ("weight", "bias"):
         parts = [layer[f"self_attn.{n}.{kind}"] for n in ("q_proj", "k_proj", "v_proj")]
-        fused = xp.concatenate(parts)  # [3D, D] or [3D]
-        for p in parts:
-            release_mapped_pages(p)  # the copy is what we keep: let the mapped originals leave our memory
+        fused = xp.empty((3 * D,) + parts[0].shape[1:], dtype=parts[0].dtype, order="F")  # [3D, D] or [3D]
+        for j, part in enumerate(parts):
+            fused[j * D : (j + 1) * D] = part
+            release_mapped_pages(part)  # the copy is what we keep: let the mapped original leave our memory
         layer[f"self_attn.qkv_proj.{kind}"] = fused
         for j, n in enumerate(("q_proj", "k_proj", "v_proj")):
             layer[f"self_attn.{n}.{kind}"] = fused[j * D : (j + 1) * D]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from checkpoints import TINY_TEXT, load_reference
-from conftest import reference
+from conftest import assert_close, reference
 from parity import TOWER_FIELDS, VARIANTS, compare_outputs, text_inputs
-from npclip import CLIPTextModel, CLIPTextModelWithProjection
-from npclip.text import pooled_positions
+from npclip import CLIPModel, CLIPTextModel, CLIPTextModelWithProjection, text
+from npclip.text import pack_rows, pooled_positions
 
 torch = reference("torch")
 reference("transformers")
@@ -70,3 +70,62 @@ def test_text_errors_are_clear(checkpoints):
         model(input_ids=np.ones((2, 3), dtype=np.int64), attention_mask=np.ones((2, 4)))
     with pytest.raises(ValueError, match="specify input_ids"):
         model()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pack_rows_places_every_sequence_once_without_overlap(seed):
+    rng = np.random.default_rng(seed)
+    capacity = int(rng.integers(1, 40))
+    lengths = [int(n) for n in rng.integers(1, capacity + 1, int(rng.integers(0, 30)))]
+    row, start, rows, width = pack_rows(lengths, capacity)
+    slots = {}
+    for b, n in enumerate(lengths):
+        assert 0 <= row[b] < rows and 0 <= start[b] and start[b] + n <= width <= capacity
+        for c in range(start[b], start[b] + n):
+            assert slots.setdefault((row[b], c), b) == b, f"sequences {slots[(row[b], c)]} and {b} overlap"
+    assert len(slots) == sum(lengths)
+    assert rows <= max(1, 2 * -(-sum(lengths) // capacity)) if lengths else rows == 0  # first fit: < half empty
+
+
+def _pooled_inputs(seed=5):
+    """Texts of many lengths, a mask with holes and left padding, and unusual position ids."""
+    ids, mask = text_inputs(TINY_TEXT, batch=7, seed=seed)
+    mask[1, 2] = 0  # a hole before the end-of-text token
+    mask[2, :1] = 0  # left padding
+    pos = np.tile(np.arange(ids.shape[1])[::-1].copy(), (ids.shape[0], 1))
+    return ids, mask, pos
+
+
+@pytest.mark.parametrize("width", [1, 5, 64])
+@pytest.mark.parametrize("variant", ["tiny", "legacy-eos"])
+def test_packed_text_features_equal_the_whole_forward(checkpoints, monkeypatch, variant, width, backend):
+    """get_text_features cuts each text after its pooled token and packs the texts into rows (text.pooled_text):
+    it must give transformers' text features, for every row width (1: one text per row, longer than the width)."""
+    directory = checkpoints(variant)
+    ref, ours = load_reference(directory), CLIPModel.from_pretrained(directory, backend=backend)
+    monkeypatch.setattr(text, "PACK_WIDTH", width)
+    ids, mask, pos = _pooled_inputs()
+    for kwargs in (dict(attention_mask=mask), dict(attention_mask=mask, position_ids=pos), {}):
+        with torch.no_grad():
+            want = ref.get_text_features(input_ids=torch.from_numpy(ids),
+                                         **{k: torch.from_numpy(v) for k, v in kwargs.items()})
+        assert_close(ours.get_text_features(ids, **kwargs), getattr(want, "pooler_output", want),
+                     where=f"{variant} width {width} {sorted(kwargs)}")
+
+
+def test_pooled_token_that_sees_nothing_falls_back_to_the_whole_batch(checkpoints, monkeypatch):
+    """A pooled token whose every key is masked gets uniform weights over its whole row, as in transformers:
+    a cut text cannot reproduce that, so the batch is computed uncut."""
+    directory = checkpoints("tiny")
+    ref, ours = load_reference(directory), CLIPModel.from_pretrained(directory)
+    ids, mask, _ = _pooled_inputs()
+    mask[3, : int(pooled_positions(ids, TINY_TEXT["eos_token_id"])[3]) + 1] = 0
+    calls = []
+    monkeypatch.setattr(text, "text_transformer", lambda *a, **k: calls.append(1) or TEXT_TRANSFORMER(*a, **k))
+    with torch.no_grad():
+        want = ref.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    assert_close(ours.get_text_features(ids, mask), getattr(want, "pooler_output", want), where="fallback")
+    assert calls == [1]
+
+
+TEXT_TRANSFORMER = text.text_transformer
