@@ -131,7 +131,7 @@ class CLIPPreTrainedModel:
         host = {k: _host_float(v, self.dtype) for k, v in state_dict.items()}
         params, self.ignored_weights = check_and_convert(host, files, self._shapes(), self.parts, _source)
         self.params = {k: self.xp.asarray(v) for k, v in params.items()}  # moved to the device once
-        self._prepare_layers()
+        self._layers = {}  # tower -> per-layer weight dicts, made on the tower's first use
 
     # the configs of the parts, whichever class holds them
     @property
@@ -149,11 +149,24 @@ class CLIPPreTrainedModel:
         return expected_shapes(self.parts, self.text_config if "text" in self.parts else None,
                                self.vision_config if "vision" in self.parts else None, projection_dim, num_labels)
 
-    def _prepare_layers(self):
-        if "text" in self.parts:
-            self.text_layers = layer_weights(self.params, "text_model", self.text_config.num_hidden_layers)
-        if "vision" in self.parts:
-            self.vision_layers = layer_weights(self.params, "vision_model", self.vision_config.num_hidden_layers)
+    @property
+    def text_layers(self) -> list[dict]:
+        """The text encoder's weights, one dict per layer (weights.layer_weights)."""
+        return self._tower_layers("text_model", self.text_config)
+
+    @property
+    def vision_layers(self) -> list[dict]:
+        """The vision encoder's weights, one dict per layer (weights.layer_weights)."""
+        return self._tower_layers("vision_model", self.vision_config)
+
+    def _tower_layers(self, prefix, cfg):
+        if prefix.split("_")[0] not in self.parts:
+            raise AttributeError(f"{type(self).__name__} has no {prefix.split('_')[0]} tower")
+        # Made on first use, not at load: a job that uses one tower never copies the other's
+        # weights (q/k/v fused, matrices made column-major) out of the memory-mapped file.
+        if prefix not in self._layers:
+            self._layers[prefix] = layer_weights(self.params, prefix, cfg.num_hidden_layers)
+        return self._layers[prefix]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, backend=None, dtype=None, torch_dtype=None,

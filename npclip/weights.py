@@ -339,16 +339,19 @@ def layer_weights(params, prefix, num_layers):
 LINEAR_WEIGHTS = ("self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
 
 
-def column_major(weight):
+def column_major(weight, block=8):
     """The same [Dout, Din] matrix stored column-major (Fortran order), so that ``weight.T``, the
     [Din, Dout] operand of ``x @ weight.T``, is row-major. OpenBLAS multiplies a few rows (one image,
     short texts) by a row-major right operand up to 1.5x faster than by a transposed one (see
-    docs/performance.md). A memory-mapped original is released once copied."""
+    docs/performance.md). Copied ``block`` rows at a time, which keeps the transposing copy in cache
+    (twice as fast as one whole-array copy); a memory-mapped original is released once copied."""
     from .backend import array_namespace
 
-    if weight.flags.f_contiguous:
+    if weight.ndim != 2 or weight.flags.f_contiguous:
         return weight
-    out = array_namespace(weight).asfortranarray(weight)  # [Dout, Din], one copy
+    out = array_namespace(weight).empty(weight.shape, dtype=weight.dtype, order="F")  # [Dout, Din]
+    for start in range(0, weight.shape[0], block):
+        out[start : start + block] = weight[start : start + block]
     release_mapped_pages(weight)
     return out
 
