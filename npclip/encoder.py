@@ -13,19 +13,22 @@ from .backend import kernels
 from .ops import activation, linear, merge_heads, split_heads
 
 
-def self_attention(x, w, num_heads, mask=None, need_weights=True):
+def self_attention(x, w, num_heads, mask=None, need_weights=True, rows=slice(None)):
     """Multi-head self-attention (transformers' CLIPAttention) with one fused q/k/v product.
 
-    x: [B, L, D] -> out [B, L, D], weights [B, H, L, L] (None when need_weights is False)
+    rows: the positions whose outputs are wanted (all by default); every position is still a key.
+    x: [B, L, D] -> out [B, Q, D], weights [B, H, Q, L] (None when need_weights is False), Q = rows taken
     """
     fn = kernels(x)
     D = x.shape[-1]
     qkv = fn.linear(x, w["self_attn.qkv_proj.weight"], w["self_attn.qkv_proj.bias"])  # [B, L, 3D]
-    q = split_heads(qkv[..., :D], num_heads)  # [B, H, L, Dh], a view
+    q = split_heads(qkv[:, rows, :D], num_heads)  # [B, H, Q, Dh], a view
     k = split_heads(qkv[..., D : 2 * D], num_heads)  # [B, H, L, Dh], a view
     v = split_heads(qkv[..., 2 * D :], num_heads)  # [B, H, L, Dh], a view
-    out, weights = fn.attention(q, k, v, mask, need_weights)  # [B, H, L, Dh], [B, H, L, L] or None
-    out = fn.linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, L, D]
+    if mask is not None:
+        mask = mask[..., rows, :]  # [B or 1, 1, Q, L]
+    out, weights = fn.attention(q, k, v, mask, need_weights)  # [B, H, Q, Dh], [B, H, Q, L] or None
+    out = fn.linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, Q, D]
     return out, weights
 
 
@@ -41,21 +44,23 @@ def mlp(x, w, act, record=None, name=""):
     return kernels(x).linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
 
 
-def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name="", need_weights=True):
+def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name="", need_weights=True, rows=slice(None)):
     """x + attention(LN1(x)), then + mlp(LN2(.)) (transformers' CLIPEncoderLayer).
 
-    x: [B, L, D] -> [B, L, D], attention weights [B, H, L, L]
+    rows: the positions whose outputs are wanted (all by default): a layer whose other outputs
+    nothing reads (the last, under a pooled output) computes the MLP for those rows only.
+    x: [B, L, D] -> [B, Q, D] (Q = rows taken), attention weights [B, H, Q, L]
     """
     k = kernels(x)
     h = k.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
     _record(record, name + "layer_norm1", h)
-    h, weights = self_attention(h, w, num_heads, mask, need_weights)  # [B, L, D], [B, H, L, L] or None
+    h, weights = self_attention(h, w, num_heads, mask, need_weights, rows)  # [B, Q, D], [B, H, Q, L] or None
     _record(record, name + "self_attn", h)
-    h += x  # residual, added into the fresh array so that x is never modified
+    h += x[:, rows]  # residual, added into the fresh array so that x is never modified
     x = h
-    h = k.layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, L, D]
+    h = k.layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, Q, D]
     _record(record, name + "layer_norm2", h)
-    h = mlp(h, w, act, record, name)  # [B, L, D]
+    h = mlp(h, w, act, record, name)  # [B, Q, D]
     _record(record, name + "mlp", h)
     h += x  # residual
     _record(record, name[:-1], h)

@@ -24,7 +24,7 @@ from .configuration import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from .hub import resolve_dir
 from .ops import linear
 from .text import pooled_text, text_transformer
-from .vision import vision_transformer
+from .vision import pooled_image, vision_transformer
 from .weights import check_and_convert, expected_shapes, layer_weights, load_checkpoint
 
 # ----------------------------------------------------------------------------------------------
@@ -415,8 +415,7 @@ class CLIPModel(CLIPPreTrainedModel):
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False):
         """Projected image features (not normalised). -> [B, E]"""
         x = self._pixel_values(pixel_values, interpolate_pos_encoding)
-        pooled = vision_transformer(x, self.params, self.vision_layers, self.vision_config,
-                                    bool(interpolate_pos_encoding))[1]
+        pooled = pooled_image(x, self.params, self.vision_layers, self.vision_config, bool(interpolate_pos_encoding))
         return self._project("visual_projection", pooled)
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
