@@ -119,8 +119,9 @@ def pooled_text(input_ids, attention_mask, position_ids, params, layers, cfg):
         return text_transformer(input_ids, attention_mask, position_ids, params, layers, cfg)[1]
     lengths = [p + 1 for p in pooled.tolist()]  # tokens kept of each text
     row, start, G, W = pack_rows(lengths, max(PACK_WIDTH, max(lengths)))
-    b = xp.repeat(xp.arange(B), xp.asarray(lengths))  # [N]: the text of each kept token, N = sum(lengths)
-    t = xp.arange(b.shape[0]) - xp.repeat(xp.cumsum(xp.asarray([0] + lengths[:-1])), xp.asarray(lengths))  # [N]: its position in its text
+    b = xp.repeat(xp.arange(B), lengths)  # [N]: the text of each kept token, N = sum(lengths)
+    first = xp.cumsum(xp.asarray([0] + lengths[:-1]))  # [B]: where each text starts in the N tokens
+    t = xp.arange(b.shape[0]) - xp.repeat(first, lengths)  # [N]: each token's position in its text
     r, c = xp.asarray(row)[b], xp.asarray(start)[b] + t  # [N]: its slot in the packed rows
 
     def packed(values, fill):  # [N] -> [G, W], fill in the empty slots
