@@ -339,21 +339,26 @@ def layer_weights(params, prefix, num_layers):
 LINEAR_WEIGHTS = ("self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
 
 
-def column_major(weight, block=8):
+def column_major(weight):
     """The same [Dout, Din] matrix stored column-major (Fortran order), so that ``weight.T``, the
     [Din, Dout] operand of ``x @ weight.T``, is row-major. OpenBLAS multiplies a few rows (one image,
     short texts) by a row-major right operand up to 1.5x faster than by a transposed one (see
-    docs/performance.md). Copied ``block`` rows at a time, which keeps the transposing copy in cache
-    (twice as fast as one whole-array copy); a memory-mapped original is released once copied."""
+    docs/performance.md). A memory-mapped original is released once copied."""
     from .backend import array_namespace
 
     if weight.ndim != 2 or weight.flags.f_contiguous:
         return weight
     out = array_namespace(weight).empty(weight.shape, dtype=weight.dtype, order="F")  # [Dout, Din]
-    for start in range(0, weight.shape[0], block):
-        out[start : start + block] = weight[start : start + block]
+    copy_rows(out, weight)
     release_mapped_pages(weight)
     return out
+
+
+def copy_rows(out, source, block=8):
+    """``out[...] = source`` for a column-major out and a row-major source, ``block`` rows at a time:
+    the transposing copy then stays in cache, twice as fast as one whole-array assignment."""
+    for start in range(0, source.shape[0], block):
+        out[start : start + block] = source[start : start + block]
 
 
 def fuse_qkv(layer):
@@ -368,7 +373,7 @@ def fuse_qkv(layer):
         parts = [layer[f"self_attn.{n}.{kind}"] for n in ("q_proj", "k_proj", "v_proj")]
         fused = xp.empty((3 * D,) + parts[0].shape[1:], dtype=parts[0].dtype, order="F")  # [3D, D] or [3D]
         for j, part in enumerate(parts):
-            fused[j * D : (j + 1) * D] = part
+            copy_rows(fused[j * D : (j + 1) * D], part)
             release_mapped_pages(part)  # the copy is what we keep: let the mapped original leave our memory
         layer[f"self_attn.qkv_proj.{kind}"] = fused
         for j, n in enumerate(("q_proj", "k_proj", "v_proj")):
