@@ -116,16 +116,6 @@ def _reference_available():
     return f"transformers {transformers.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def best_time(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def alternating(fns, repeat, rounds=2):
     """Best time of each function, in rounds that take the libraries in turn, so that machine noise
     hits all alike. Within a round each library gets one untimed call, then ``repeat`` timed ones:
