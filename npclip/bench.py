@@ -2,7 +2,10 @@
 
 Throughput is measured alternating npclip and transformers call by call (best of N), so that a
 noisy machine slows both alike. Peak memory and cold start are measured in fresh subprocesses,
-one per library. Without torch/transformers installed, npclip is measured alone.
+one per library. Without torch/transformers installed, npclip is measured alone. Inputs are
+shaped by the checkpoint's config (image size, vocabulary, positions); ``--dtype float16`` runs
+both libraries in float16. This command measures the CPU; benchmarks/bench_gpu.py measures the
+CuPy backend against transformers on a GPU.
 
     npclip bench                     # a random-weight ViT-B/32 checkpoint made on the fly
     npclip bench --model DIR --repeat 5 --json
@@ -35,12 +38,19 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from .backend import default_backend
+    from .cli import UsageError
+
+    if (args.backend or default_backend()) != "numpy":
+        raise UsageError("npclip bench measures the NumPy backend on the CPU; for CuPy on a GPU run "
+                         "benchmarks/bench_gpu.py from a checkout (docs/backend.md)")
+    dtype = args.dtype or "float32"
     directory = args.model or random_checkpoint(os.path.join(tempfile.mkdtemp(prefix="npclip-bench-"), "vit-b32"))
     ref = None if args.no_reference else _reference_available()
-    results = {"machine": machine_info(), "model": directory, "reference": ref, "cells": []}
+    results = {"machine": machine_info(), "model": directory, "dtype": dtype, "reference": ref, "cells": []}
     if not args.skip_subprocess:  # first, while this process is still small
-        results["cells"] += subprocess_cells(directory, ref)
-    results["cells"] += throughput(directory, ref, args.image_batches, args.text_batch, args.repeat)
+        results["cells"] += subprocess_cells(directory, ref, dtype)
+    results["cells"] += throughput(directory, ref, args.image_batches, args.text_batch, args.repeat, dtype)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0
 
@@ -85,16 +95,17 @@ def random_checkpoint(directory, seed=0):
     return directory
 
 
-def text_batch(batch, vocab=49408, pad_to=None, seed=0):
-    """Token ids shaped like tokenizer output: bos, 5-20 words, eos, eos padding. -> ids, mask [B, T]"""
+def text_batch(batch, vocab=49408, pad_to=None, seed=0, max_length=77):
+    """Token ids shaped like tokenizer output: bos, 5-20 words, eos, eos padding (CLIP's vocabulary
+    ends with bos, eos). Lengths are capped at max_length. -> ids, mask [B, T]"""
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(7, 23, batch)  # bos + words + eos
+    lengths = np.minimum(rng.integers(7, 23, batch), max_length)  # bos + words + eos
     T = pad_to or int(lengths.max())
     ids = np.full((batch, T), vocab - 1, dtype=np.int64)
     mask = np.zeros((batch, T), dtype=np.int64)
     for b, n in enumerate(lengths):
         ids[b, 0] = vocab - 2
-        ids[b, 1 : n - 1] = rng.integers(256, vocab - 2, n - 2)
+        ids[b, 1 : n - 1] = rng.integers(256 if vocab > 258 else 0, vocab - 2, n - 2)  # not the specials
         mask[b, :n] = 1
     return ids, mask
 
@@ -132,26 +143,28 @@ def alternating(fns, repeat, rounds=2):
     return {k: min(v) for k, v in times.items()}
 
 
-def throughput(directory, ref, image_batches, text_batch_size, repeat):
+def throughput(directory, ref, image_batches, text_batch_size, repeat, dtype="float32"):
     from .modeling import CLIPModel
 
-    ours = CLIPModel.from_pretrained(directory)
+    ours = CLIPModel.from_pretrained(directory, backend="numpy", dtype=dtype)
+    size, text = ours.vision_config.image_size, ours.text_config
     theirs = None
     if ref:
         import torch
         import transformers
 
-        theirs = transformers.CLIPModel.from_pretrained(directory, dtype=torch.float32).eval()
+        theirs = transformers.CLIPModel.from_pretrained(directory, dtype=getattr(torch, dtype)).eval()
     cells = []
     for b in image_batches:
-        px = image_batch(b)
+        px = image_batch(b, size).astype(dtype)
         fns = {"npclip": lambda px=px: ours.get_image_features(px)}
         if theirs is not None:
             tp = torch.from_numpy(px)
             fns["transformers"] = lambda tp=tp: _no_grad(theirs.get_image_features, pixel_values=tp)
         cells.append(_cell(f"image features, batch {b}", "images/s", b, alternating(fns, repeat)))
-    for label, pad_to in (("padded to 77", 77), ("padded to longest", None)):
-        ids, mask = text_batch(text_batch_size, pad_to=pad_to)
+    longest = min(text.max_position_embeddings, 77)
+    for label, pad_to in ((f"padded to {longest}", longest), ("padded to longest", None)):
+        ids, mask = text_batch(text_batch_size, text.vocab_size, pad_to, max_length=longest)
         fns = {"npclip": lambda ids=ids, mask=mask: ours.get_text_features(ids, mask)}
         if theirs is not None:
             ti, tm = torch.from_numpy(ids), torch.from_numpy(mask)
@@ -184,25 +197,25 @@ def _cell(name, unit, count, times):
 _LABELS = ["a photo of a cat", "a photo of a dog", "a photo of a car"]
 _JOB = r"""
 import json, sys
-lib, job, directory, image = sys.argv[1:5]
-labels = json.loads(sys.argv[5])
+lib, job, directory, image, dtype, size = sys.argv[1:7]
+labels = json.loads(sys.argv[7])
 rc = 0
 if job == "features":  # image features of a batch of 32
     import numpy as np
-    px = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
+    px = np.random.default_rng(0).standard_normal((32, 3, int(size), int(size))).astype(dtype)
 if lib == "npclip" and job == "classify":
     from npclip.cli import main
-    rc = main(["classify", image, "--labels", *labels, "--model", directory])
+    rc = main(["classify", image, "--labels", *labels, "--model", directory, "--dtype", dtype])
 elif lib == "npclip":
     from npclip import CLIPModel
-    CLIPModel.from_pretrained(directory).get_image_features(px)
+    CLIPModel.from_pretrained(directory, dtype=dtype).get_image_features(px)
 elif job == "classify":
     import torch, transformers
-    clip = transformers.pipeline("zero-shot-image-classification", model=directory, dtype=torch.float32)
+    clip = transformers.pipeline("zero-shot-image-classification", model=directory, dtype=getattr(torch, dtype))
     print(clip(image, candidate_labels=labels))
 else:
     import torch, transformers
-    model = transformers.CLIPModel.from_pretrained(directory, dtype=torch.float32).eval()
+    model = transformers.CLIPModel.from_pretrained(directory, dtype=getattr(torch, dtype)).eval()
     with torch.inference_mode():
         model.get_image_features(pixel_values=torch.from_numpy(px))
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]
@@ -211,10 +224,13 @@ sys.exit(rc)
 """
 
 
-def subprocess_cells(directory, ref, repeat=2):
+def subprocess_cells(directory, ref, dtype="float32", repeat=2):
     """Cold start (seconds from process start to the printed result) and peak memory of two jobs."""
     from PIL import Image
 
+    from .configuration import CLIPConfig
+
+    size = CLIPConfig.from_pretrained(directory).vision_config.image_size
     image = os.path.join(tempfile.mkdtemp(prefix="npclip-bench-"), "photo.png")
     Image.fromarray((np.random.default_rng(0).random((300, 451, 3)) * 255).astype(np.uint8)).save(image)
     libs = ["npclip"] + (["transformers"] if ref else [])
@@ -225,7 +241,8 @@ def subprocess_cells(directory, ref, repeat=2):
         for _ in range(repeat):  # alternating; the first round also warms the file cache for both
             for lib in libs:
                 t0 = time.perf_counter()
-                out = subprocess.run([sys.executable, "-c", _JOB, lib, job, directory, image, json.dumps(_LABELS)],
+                out = subprocess.run([sys.executable, "-c", _JOB, lib, job, directory, image, dtype, str(size),
+                                      json.dumps(_LABELS)],
                                      capture_output=True, text=True)
                 seconds[lib].append(time.perf_counter() - t0)
                 if out.returncode:
@@ -259,7 +276,7 @@ def machine_info():
 
 
 def format_table(results):
-    lines = [f"machine: {json.dumps(results['machine'])}", f"model: {results['model']}",
+    lines = [f"machine: {json.dumps(results['machine'])}", f"model: {results['model']} ({results['dtype']})",
              f"reference: {results['reference'] or 'not installed (npclip alone)'}", "",
              f"{'what':<58} {'unit':>9} {'npclip':>10} {'transformers':>13} {'ratio':>7}"]
     for c in results["cells"]:
