@@ -182,10 +182,11 @@ def attention(q, k, v, mask=None, need_weights=True):
     xp = array_namespace(q)
     B, H, L, Dh = q.shape
     scores = xp.matmul(q, k.transpose(0, 1, 3, 2))  # [B, H, L, Dh] @ [B, H, Dh, L] -> [B, H, L, L]
-    scores *= q.dtype.type(Dh ** -0.5)
+    scores = scores.astype(xp.promote_types(scores.dtype, xp.float32), copy=False)  # float32 at least from here
+    scores *= scores.dtype.type(Dh ** -0.5)
     if mask is not None:
-        scores += mask
-    weights = softmax(scores, overwrite_input=True)  # [B, H, L, L], in place when float32
+        scores += mask  # in float16, a score plus float16's most negative value would overflow
+    weights = softmax(scores, overwrite_input=True).astype(q.dtype, copy=False)  # [B, H, L, L]
     out = xp.empty((B, L, H, Dh), dtype=q.dtype).transpose(0, 2, 1, 3)  # [B, H, L, Dh], merged-head memory
     xp.matmul(weights, v, out=out)  # [B, H, L, L] @ [B, H, L, Dh] -> [B, H, L, Dh]
     return out, (weights if need_weights else None)

@@ -136,3 +136,21 @@ def test_activations_of_extreme_values_are_exact_and_silent():
     np.testing.assert_array_equal(q[2:], [0.0, 60.0, 1e4])
     np.testing.assert_array_equal(g[2:], [0.0, 60.0, 1e4])
     assert abs(q[0]) < 1e-30 and abs(g[0]) < 1e-30 and np.isfinite(q16).all()
+
+
+def test_float16_attention_masks_in_float32_silently():
+    """A float16 score plus float16's most negative value overflows float16: the scores are scaled and
+    masked in float32, so the result equals float32 attention on the same inputs, without a warning."""
+    import warnings
+
+    q, k, v = (randn(2, 3, 7, 8, scale=4.0).astype(np.float16) for _ in range(3))
+    allowed = np.tril(np.ones((7, 7), dtype=bool))[None, None]
+    mask16 = ops.additive_mask(allowed, np.dtype(np.float16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, weights = ops.attention(q, k, v, mask16)
+    assert out.dtype == weights.dtype == np.float16
+    want_out, want_w = ops.attention(*(a.astype(np.float32) for a in (q, k, v)), ops.additive_mask(allowed, np.dtype(np.float32)))
+    assert_close(weights, want_w, "op-float16", "float16 weights")
+    assert_close(out, want_out, "op-float16", "float16 output")
+    assert (weights[..., ~allowed[0, 0]] == 0).all()
