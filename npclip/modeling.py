@@ -379,6 +379,15 @@ def l2_normalize(x):
     return x / xp.sqrt(xp.sum(xp.square(x), axis=-1, keepdims=True))
 
 
+def clip_logits(text_embeds, image_embeds, logit_scale):
+    """Cosine similarities scaled by the learned temperature: exp(logit_scale) · text_embeds @ image_embedsᵀ.
+
+    text_embeds: [Bt, E], image_embeds: [Bi, E] (both L2-normalised), logit_scale: [] -> logits_per_text [Bt, Bi]
+    """
+    xp = _backend.array_namespace(text_embeds)
+    return xp.matmul(text_embeds, image_embeds.T) * xp.exp(logit_scale)
+
+
 def cross_entropy(logits, labels):
     """Mean cross-entropy of rows of logits against integer labels, in float32.
 
@@ -427,8 +436,7 @@ class CLIPModel(CLIPPreTrainedModel):
                           record)
         image_embeds = l2_normalize(self._project("visual_projection", vision.pooler_output, record))  # [Bi, E]
         text_embeds = l2_normalize(self._project("text_projection", text.pooler_output, record))  # [Bt, E]
-        scale = self.xp.exp(self.params["logit_scale"])
-        logits_per_text = self.xp.matmul(text_embeds, image_embeds.T) * scale  # [Bt, Bi]
+        logits_per_text = clip_logits(text_embeds, image_embeds, self.params["logit_scale"])  # [Bt, Bi]
         logits_per_image = logits_per_text.T  # [Bi, Bt]
         if record is not None:
             record("logits_per_image", logits_per_image)

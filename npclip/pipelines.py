@@ -183,13 +183,22 @@ class ZeroShotImageClassificationPipeline:
         return results if isinstance(image, (list, tuple)) else results[0]
 
     def scores(self, images, input_ids, attention_mask, timeout=DEFAULT_TIMEOUT, batch_size=8):
-        """Softmax over the labels of logits_per_image, images in batches. -> [B_img, L] float64"""
+        """Softmax over the labels of logits_per_image, images in batches. -> [B_img, L] float64
+
+        The labels' features are computed once (get_text_features), not once per batch of images as
+        a whole CLIPModel forward would; the logits are then those of CLIPModel.forward.
+        """
+        from .modeling import clip_logits, l2_normalize
+
+        model = self.model
+        texts = l2_normalize(model.get_text_features(input_ids, attention_mask))  # [L, E]
         rows = []
         for start in range(0, len(images), batch_size):
             loaded = [_load(im, timeout) for im in images[start : start + batch_size]]
             pixels = self.image_processor(loaded, return_tensors="np")["pixel_values"]  # [b, 3, S, S]
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixels)
-            rows.append(softmax(to_numpy(out.logits_per_image)))  # [b, L]
+            embeds = l2_normalize(model.get_image_features(pixels))  # [b, E]
+            logits_per_image = clip_logits(texts, embeds, model.params["logit_scale"]).T  # [b, L]
+            rows.append(softmax(to_numpy(logits_per_image)))  # [b, L]
         return np.concatenate(rows) if rows else np.zeros((0, len(input_ids)))
 
 

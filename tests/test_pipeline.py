@@ -76,6 +76,23 @@ def test_top_k_and_batch_size(ours):
     check_same(full[2], full[0], "the same image twice")
 
 
+def test_labels_are_encoded_once_and_scores_are_the_models_logits(ours, monkeypatch):
+    """Three batches of images, one text forward; each row is the softmax of CLIPModel's logits_per_image."""
+    from PIL import Image
+
+    images = [Image.open(p) for p in (CHELSEA, ASTRONAUT, CHELSEA, ASTRONAUT, CHELSEA)]
+    calls = []
+    original = ours.model.get_text_features
+    monkeypatch.setattr(ours.model, "get_text_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    ids, mask = ours.tokenizer(LABELS, padding=True, return_tensors="np").values()
+    scores = ours.scores(images, ids, mask, batch_size=2)
+    assert calls == [1] and scores.shape == (5, len(LABELS))
+    pixels = ours.image_processor(images, return_tensors="np")["pixel_values"]
+    logits = np.asarray(ours.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image)
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    assert_close(scores, want / want.sum(axis=1, keepdims=True), where="pipeline scores vs CLIPModel.forward")
+
+
 def test_long_label_is_truncated_with_a_warning(ours):
     long = " ".join(["cat"] * 100)
     with pytest.warns(UserWarning, match=r"label 'cat cat .*\.\.\.' is 102 tokens long, more than the model's 77: "
