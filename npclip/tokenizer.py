@@ -236,7 +236,11 @@ def read_merges_txt(path) -> list[tuple[str, str]]:
         lines = f.read().split("\n")
     if lines and lines[0].startswith("#version"):
         lines = lines[1:]
-    return [_pair(line, path) for line in lines if line.strip()]
+    pairs = [tuple(line.split(" ")) for line in lines if line and not line.isspace()]
+    for pair in pairs:  # a separate pass: no function call per line on the way (cold start)
+        if len(pair) != 2:
+            raise ValueError(f"{path}: a merge must be two symbols, not {' '.join(pair)!r}")
+    return pairs
 
 
 def _pair(merge, where) -> tuple[str, str]:
@@ -350,7 +354,9 @@ class CLIPTokenizer:
         if vocab is None:
             vocab, merges = openai_vocab_and_merges()
         self.encoder = {**vocab, **(added_tokens or {})}  # token -> id
-        self.bpe_ranks = {_pair(m, "merges"): i for i, m in enumerate(merges)}  # (a, b) -> rank
+        if not all(type(m) is tuple and len(m) == 2 for m in merges):
+            merges = [_pair(m, "merges") for m in merges]
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))  # (a, b) -> rank
         specials = {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token}
         for name, token in specials.items():
             if token not in self.encoder:
