@@ -86,8 +86,11 @@ def pack_rows(lengths, capacity):
     """
     fill = []  # tokens used in each row so far
     row, start = [0] * len(lengths), [0] * len(lengths)
+    shortest, first = min(lengths, default=0), 0  # rows before `first` have no room left for any sequence
     for b in sorted(range(len(lengths)), key=lambda b: -lengths[b]):
-        r = next((r for r, used in enumerate(fill) if used + lengths[b] <= capacity), len(fill))
+        while first < len(fill) and fill[first] + shortest > capacity:
+            first += 1
+        r = next((r for r in range(first, len(fill)) if fill[r] + lengths[b] <= capacity), len(fill))
         if r == len(fill):
             fill.append(0)
         row[b], start[b] = r, fill[r]
