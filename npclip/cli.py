@@ -284,6 +284,8 @@ pipeline("zero-shot-image-classification") computes them."""
         from .pipelines import ZeroShotImageClassificationPipeline
 
         clip = ZeroShotImageClassificationPipeline(*load_model(args), batch_size=args.batch_size)
+        clip.label_features(args.labels, args.template)  # the labels once, for every image
+        clip.model.release_layers("text")  # nothing reads the text tower again: its memory goes before the images'
         results = []
         for chunk in batches(images, args.batch_size):
             scored = clip(chunk, candidate_labels=args.labels, hypothesis_template=args.template,

@@ -131,7 +131,8 @@ class CLIPPreTrainedModel:
         host = {k: _host_float(v, self.dtype) for k, v in state_dict.items()}
         params, self.ignored_weights = check_and_convert(host, files, self._shapes(), self.parts, _source)
         self.params = {k: self.xp.asarray(v) for k, v in params.items()}  # moved to the device once
-        self._layers = {}  # tower -> per-layer weight dicts, made on the tower's first use
+        self._layers = {}  # tower prefix -> per-layer weight dicts, made on the tower's first use
+        self._unprepared = {}  # tower prefix -> its layers' entries of params as loaded (see release_layers)
 
     # the configs of the parts, whichever class holds them
     @property
@@ -165,8 +166,22 @@ class CLIPPreTrainedModel:
         # Made on first use, not at load: a job that uses one tower never copies the other's
         # weights (q/k/v fused, matrices made column-major) out of the memory-mapped file.
         if prefix not in self._layers:
+            layers = prefix + ".encoder.layers."
+            self._unprepared[prefix] = {k: v for k, v in self.params.items() if k.startswith(layers)}
             self._layers[prefix] = layer_weights(self.params, prefix, cfg.num_hidden_layers)
         return self._layers[prefix]
+
+    def release_layers(self, tower):
+        """Free the memory of a tower's prepared layer weights ("text" or "vision"): the copies made on
+        its first use (q/k/v fused, matrices column-major). The checkpoint stays mapped, so a later use
+        of the tower prepares them again. For jobs done with a tower: ``npclip classify`` encodes its
+        labels, then releases the text tower before it reads any image."""
+        if tower not in ("text", "vision"):
+            raise ValueError(f"tower must be 'text' or 'vision', not {tower!r}")
+        prefix = f"{tower}_model"
+        if prefix in self._layers:
+            del self._layers[prefix]
+            self.params.update(self._unprepared.pop(prefix))  # the mapped originals, not resident any more
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, backend=None, dtype=None, torch_dtype=None,

@@ -164,6 +164,7 @@ class ZeroShotImageClassificationPipeline:
     def __init__(self, model, tokenizer, image_processor, batch_size=8):
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.batch_size = batch_size
+        self._labels = None  # (hypotheses, their features [L, E]) of the last call: see label_features
 
     def __call__(self, image=None, candidate_labels=None, hypothesis_template=DEFAULT_TEMPLATE, top_k=None,
                  timeout=DEFAULT_TIMEOUT, batch_size=None, images=None):
@@ -172,26 +173,39 @@ class ZeroShotImageClassificationPipeline:
         if image is None:
             raise ValueError("zero-shot-image-classification needs an image (a path, URL, PIL image or array)")
         labels = _check_labels(candidate_labels)
-        texts = _hypotheses(labels, hypothesis_template)
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a positive integer, not {top_k!r}")
-        ids, mask = tokenize(self.tokenizer, texts, self.model.text_config.max_position_embeddings, labels,
-                             what="label")
+        texts = self.label_features(labels, hypothesis_template)  # [L, E]
         batch = list(image) if isinstance(image, (list, tuple)) else [image]
-        scores = self.scores(batch, ids, mask, timeout, batch_size or self.batch_size)  # [B_img, L]
+        scores = self.scores(batch, texts, timeout, batch_size or self.batch_size)  # [B_img, L]
         results = [_ranked(row, labels, top_k) for row in scores]
         return results if isinstance(image, (list, tuple)) else results[0]
 
-    def scores(self, images, input_ids, attention_mask, timeout=DEFAULT_TIMEOUT, batch_size=8):
+    def label_features(self, candidate_labels, hypothesis_template=DEFAULT_TEMPLATE):
+        """The labels put into the template, as L2-normalised text features [L, E].
+
+        The last labels' features are kept, so that calls with the same labels (many images, in
+        batches) encode them once. transformers' pipeline encodes them again with every image.
+        """
+        from .modeling import l2_normalize
+
+        labels = _check_labels(candidate_labels)
+        texts = _hypotheses(labels, hypothesis_template)
+        if self._labels is None or self._labels[0] != texts:
+            ids, mask = tokenize(self.tokenizer, texts, self.model.text_config.max_position_embeddings, labels,
+                                 what="label")
+            self._labels = (texts, l2_normalize(self.model.get_text_features(ids, mask)))
+        return self._labels[1]
+
+    def scores(self, images, label_features, timeout=DEFAULT_TIMEOUT, batch_size=8):
         """Softmax over the labels of logits_per_image, images in batches. -> [B_img, L] float64
 
-        The labels' features are computed once (get_text_features), not once per batch of images as
-        a whole CLIPModel forward would; the logits are then those of CLIPModel.forward.
+        label_features: [L, E] from label_features. Each batch of images goes through
+        get_image_features; the logits are those of CLIPModel.forward (modeling.clip_logits).
         """
         from .modeling import clip_logits, l2_normalize
 
-        model = self.model
-        texts = l2_normalize(model.get_text_features(input_ids, attention_mask))  # [L, E]
+        model, texts = self.model, label_features
         rows = []
         for start in range(0, len(images), batch_size):
             loaded = [_load(im, timeout) for im in images[start : start + batch_size]]
@@ -199,7 +213,7 @@ class ZeroShotImageClassificationPipeline:
             embeds = l2_normalize(model.get_image_features(pixels))  # [b, E]
             logits_per_image = clip_logits(texts, embeds, model.params["logit_scale"]).T  # [b, L]
             rows.append(softmax(to_numpy(logits_per_image)))  # [b, L]
-        return np.concatenate(rows) if rows else np.zeros((0, len(input_ids)))
+        return np.concatenate(rows) if rows else np.zeros((0, len(texts)))
 
 
 def _load(image, timeout):

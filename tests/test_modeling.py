@@ -139,3 +139,23 @@ def test_outputs_read_by_key_and_index(checkpoints):
     assert out["logits_per_image"] is out.logits_per_image
     assert out[0] is out.logits_per_image  # loss is None, so the first field is logits_per_image
     assert "loss" not in out.keys()
+
+
+def test_release_layers_frees_the_prepared_copies_and_a_later_use_prepares_them_again(checkpoints):
+    import gc
+    import weakref
+
+    model = CLIPModel.from_pretrained(checkpoints("tiny"))
+    ids, mask = text_inputs(TINY_TEXT, batch=3)
+    before = np.asarray(model.get_text_features(ids, mask))
+    name = "text_model.encoder.layers.0.mlp.fc1.weight"
+    prepared = weakref.ref(model.text_layers[0]["mlp.fc1.weight"])
+    assert model.params[name] is prepared() and prepared().flags.f_contiguous
+    model.release_layers("vision")  # never prepared: nothing to do
+    model.release_layers("text")
+    gc.collect()
+    assert prepared() is None, "the prepared copy is still referenced"
+    assert model.params[name].flags.c_contiguous and "text_model.encoder.layers.0.self_attn.q_proj.weight" in model.params
+    np.testing.assert_array_equal(model.get_text_features(ids, mask), before)  # prepared again, the same
+    with pytest.raises(ValueError, match="'text' or 'vision'"):
+        model.release_layers("audio")

@@ -76,19 +76,26 @@ def test_top_k_and_batch_size(ours):
     check_same(full[2], full[0], "the same image twice")
 
 
-def test_labels_are_encoded_once_and_scores_are_the_models_logits(ours, monkeypatch):
-    """Three batches of images, one text forward; each row is the softmax of CLIPModel's logits_per_image."""
+def test_labels_are_encoded_once_and_scores_are_the_models_logits(whole, monkeypatch):
+    """Two calls with the same labels, three batches of images each: one text forward. Each row of scores
+    is the softmax of CLIPModel's logits_per_image."""
     from PIL import Image
 
+    clip = pipeline("zero-shot-image-classification", model=whole)
     images = [Image.open(p) for p in (CHELSEA, ASTRONAUT, CHELSEA, ASTRONAUT, CHELSEA)]
     calls = []
-    original = ours.model.get_text_features
-    monkeypatch.setattr(ours.model, "get_text_features", lambda *a, **k: calls.append(1) or original(*a, **k))
-    ids, mask = ours.tokenizer(LABELS, padding=True, return_tensors="np").values()
-    scores = ours.scores(images, ids, mask, batch_size=2)
-    assert calls == [1] and scores.shape == (5, len(LABELS))
-    pixels = ours.image_processor(images, return_tensors="np")["pixel_values"]
-    logits = np.asarray(ours.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image)
+    original = clip.model.get_text_features
+    monkeypatch.setattr(clip.model, "get_text_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first = clip(images, candidate_labels=LABELS, batch_size=2)
+    assert clip(images, candidate_labels=LABELS, batch_size=2) == first and calls == [1]
+    clip(images[:1], candidate_labels=LABELS[:2])
+    assert calls == [1, 1]  # other labels are encoded
+    scores = clip.scores(images, clip.label_features(LABELS), batch_size=2)
+    assert scores.shape == (5, len(LABELS)) and calls == [1, 1, 1]
+    ids, mask = clip.tokenizer([f"This is a photo of {label}." for label in LABELS], padding=True,
+                               return_tensors="np").values()
+    pixels = clip.image_processor(images, return_tensors="np")["pixel_values"]
+    logits = np.asarray(clip.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image)
     want = np.exp(logits - logits.max(axis=1, keepdims=True))
     assert_close(scores, want / want.sum(axis=1, keepdims=True), where="pipeline scores vs CLIPModel.forward")
 
