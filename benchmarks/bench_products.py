@@ -37,20 +37,17 @@ def products(model, batch):
     xf = rng.standard_normal((batch * N, F), dtype=np.float32)  # [B*N, F]
     patch_weight = model.params["vision_model.embeddings.patch_embedding.weight"].reshape(D, -1)  # [D, C*P*P]
     layers = model.vision_layers
-    flops = 2 * batch * G * G * 3 * P * P * D
+    rows = [batch * N] * (len(layers) - 1) + [batch]  # per layer; the last layer: class tokens only
 
     def run():
         patches @ patch_weight.T
-        for i, w in enumerate(layers):
-            rows = batch * N if i < len(layers) - 1 else batch  # the last layer: class tokens only
+        for w, m in zip(layers, rows):
             xd @ w["self_attn.qkv_proj.weight"].T
-            xd[:rows] @ w["self_attn.out_proj.weight"].T
-            xd[:rows] @ w["mlp.fc1.weight"].T
-            xf[:rows] @ w["mlp.fc2.weight"].T
+            xd[:m] @ w["self_attn.out_proj.weight"].T
+            xd[:m] @ w["mlp.fc1.weight"].T
+            xf[:m] @ w["mlp.fc2.weight"].T
 
-    for i in range(len(layers)):
-        rows = batch * N if i < len(layers) - 1 else batch
-        flops += 2 * batch * N * D * 3 * D + 2 * rows * (D * D + 2 * D * F)
+    flops = 2 * batch * G * G * 3 * P * P * D + sum(2 * batch * N * D * 3 * D + 2 * m * (D * D + 2 * D * F) for m in rows)
     return run, flops
 
 

@@ -136,14 +136,14 @@ def linear_activation(x, weight, bias, name):
     turn, so that their passes run in cache and their temporaries stay small.
     x: [..., Din], weight: [Dout, Din], bias: [Dout] -> [..., Dout]
     """
-    xp = array_namespace(x)
     act = activation(name)
-    y = xp.matmul(x.reshape(-1, x.shape[-1]), weight.T)  # [M, Din] @ [Din, Dout] -> [M, Dout]
-    for start in range(0, y.shape[0], BLOCK_ROWS):
-        block = y[start : start + BLOCK_ROWS]  # [BLOCK_ROWS, Dout], a view
+    y = linear(x, weight)  # [..., Dout], the product without its bias
+    rows = y.reshape(-1, y.shape[-1])  # [M, Dout], a view
+    for start in range(0, rows.shape[0], BLOCK_ROWS):
+        block = rows[start : start + BLOCK_ROWS]  # [BLOCK_ROWS, Dout], a view
         block += bias
         block[...] = act(block)
-    return y.reshape(*x.shape[:-1], weight.shape[0])
+    return y
 
 
 def softmax(x, axis=-1, overwrite_input=False):

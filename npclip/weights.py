@@ -365,6 +365,9 @@ def column_major(weight):
 def copy_rows(out, source, block=8):
     """``out[...] = source`` for a column-major out and a row-major source, ``block`` rows at a time:
     the transposing copy then stays in cache, twice as fast as one whole-array assignment."""
+    if source.ndim < 2:  # nothing to transpose (a bias)
+        out[...] = source
+        return
     for start in range(0, source.shape[0], block):
         out[start : start + block] = source[start : start + block]
 
