@@ -8,6 +8,7 @@ npclip.ops on CuPy (NPCLIP_CUPY_DISABLE=all), "simt attention" disables only the
 
     python benchmarks/bench_gpu.py                              # the four cells of the issue
     python benchmarks/bench_gpu.py --models b32 --dtypes float16 --json out.json
+    python benchmarks/bench_gpu.py --breakdown                  # also where the time goes, stage by stage
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def synced(fn):
     return run
 
 
-def measure(model, dtype, batch, repeat, ablations):
+def measure(model, dtype, batch, repeat, ablations, breakdown=False):
     import cupy
     import torch
 
@@ -96,11 +97,78 @@ def measure(model, dtype, batch, repeat, ablations):
         finally:
             os.environ.pop("NPCLIP_CUPY_DISABLE", None)
         rows.append(dict(model=model, dtype=dtype, batch=batch, what=f"npclip ({label})", seconds=t))
+    if breakdown:
+        stage_times(ours, px_ours)
+        torch_kernels(torch_fn)
     for r in rows:
         r["images_per_s"] = batch / r["seconds"]
         r["ratio_to_transformers"] = times["transformers"] / r["seconds"]
         r["max_rel_diff_vs_transformers"] = agreement
     return rows
+
+
+def stage_times(ours, pixel_values, n_repeat=20):
+    """Device time of each stage of one encoder layer (the first), alone, on the layer's real input,
+    and host and device time of the whole forward: where npclip's time goes, and whether the host
+    (Python launching kernels) or the device is the bound."""
+    import cupy
+    from cupyx.profiler import benchmark
+
+    from npclip.backend import kernels
+    from npclip.encoder import encoder_layer
+    from npclip.ops import merge_heads, split_heads
+    from npclip.vision import vision_input
+
+    cfg, w = ours.vision_config, ours.vision_layers[0]
+    heads, eps, act = cfg.num_attention_heads, cfg.layer_norm_eps, cfg.hidden_act
+    x = vision_input(pixel_values, ours.params, cfg)  # [B, N, D]
+    fn, D = kernels(x), x.shape[-1]
+    h = fn.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, N, D]
+    qkv = fn.linear(h, w["self_attn.qkv_proj.weight"], w["self_attn.qkv_proj.bias"])  # [B, N, 3D]
+    q, k, v = (split_heads(qkv[..., i * D:(i + 1) * D], heads) for i in range(3))  # [B, H, N, Dh] views
+    a = merge_heads(fn.attention(q, k, v, None, False)[0])  # [B, N, D]
+    f = fn.linear_activation(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, N, F]
+    h2, f2 = h.reshape(-1, D), f.reshape(-1, f.shape[-1])
+    stages = {
+        "layer_norm": lambda: fn.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps),
+        "qkv linear (product + bias)": lambda: fn.linear(h, w["self_attn.qkv_proj.weight"],
+                                                           w["self_attn.qkv_proj.bias"]),
+        "  qkv product alone": lambda: cupy.matmul(h2, w["self_attn.qkv_proj.weight"].T),
+        "attention (no weights)": lambda: fn.attention(q, k, v, None, False),
+        "out_proj linear": lambda: fn.linear(a, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"]),
+        "residual add": lambda: h + x,
+        "fc1 + activation": lambda: fn.linear_activation(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act),
+        "  fc1 product alone": lambda: cupy.matmul(h2, w["mlp.fc1.weight"].T),
+        "fc2 linear": lambda: fn.linear(f, w["mlp.fc2.weight"], w["mlp.fc2.bias"]),
+        "  fc2 product alone": lambda: cupy.matmul(f2, w["mlp.fc2.weight"].T),
+        "whole layer": lambda: encoder_layer(x, w, heads, eps, act, need_weights=False),
+        "whole forward": lambda: ours(pixel_values=pixel_values).image_embeds,
+    }
+    print(f"## npclip stages, {tuple(x.shape)} {x.dtype}: device ms (host ms), median of {n_repeat}", flush=True)
+    for name, stage in stages.items():
+        r = benchmark(stage, n_repeat=n_repeat, n_warmup=3)
+        print(f"   {name:<30} {float(np.median(r.gpu_times)) * 1e3:8.3f} ({float(np.median(r.cpu_times)) * 1e3:.3f})",
+              flush=True)
+
+
+def torch_kernels(torch_fn, calls=3, top=12):
+    """transformers' own kernels over a few forwards (torch.profiler), the costliest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            torch_fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    for key in ("self_device_time_total", "self_cuda_time_total"):
+        try:
+            print(f"## transformers kernels over {calls} forwards\n"
+                  + events.table(sort_by=key, row_limit=top, max_name_column_width=60), flush=True)
+            return
+        except Exception as e:  # the key's name differs between torch versions
+            err = e
+    print(f"## torch profiler table failed: {err}", flush=True)
 
 
 def free_device_memory():
@@ -118,6 +186,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, help="one batch for every model (default: 256 for b32, 128 for l14)")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per library, best kept (default 10)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the readable / simt-attention rows")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print npclip's stage times and transformers' costliest kernels per cell")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
 
@@ -138,7 +208,7 @@ def main(argv=None):
             if dtype == "float16" and not args.no_ablations:
                 ablations.append(("simt attention", "attention_mma"))
             t0 = time.perf_counter()
-            rows += measure(model, dtype, batch, args.repeat, ablations)
+            rows += measure(model, dtype, batch, args.repeat, ablations, args.breakdown)
             free_device_memory()
             print(f"# {model} {dtype} batch {batch}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
             print(format_rows([r for r in rows if r["model"] == model and r["dtype"] == dtype]), flush=True)

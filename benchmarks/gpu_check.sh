@@ -2,13 +2,14 @@
 # The GPU check of the CuPy backend, in ONE call on a machine with an NVIDIA GPU (sm_80 or newer),
 # PyTorch, transformers and CuPy (cupy-cuda12x or cupy-cuda13x) already installed; no network needed.
 #
-#     bash benchmarks/gpu_check.sh            # from the repository root; about 5 minutes, at most ~8
+#     bash benchmarks/gpu_check.sh            # from the repository root; about 5 minutes, at most ~9
 #
 # Steps, each under its own time limit so that one stuck step cannot eat the others:
 #   1. environment: GPU, driver, versions, a hash of the backend sources            -> env.txt
 #   2. the fused kernels against their readable twins (tests/test_backend_cupy.py)  -> twins.log
 #   3. throughput: ViT-B/32 batch 256 and ViT-L/14 batch 128, float16 and float32,
-#      npclip on CuPy vs transformers SDPA on the same card (benchmarks/bench_gpu.py) -> bench.log, bench.json
+#      npclip on CuPy vs transformers SDPA on the same card (benchmarks/bench_gpu.py), with npclip's
+#      stage times and transformers' costliest kernels for each cell (--breakdown)  -> bench.log, bench.json
 #   4. the parity suite on CuPy (NPCLIP_TEST_BACKENDS=cupy, the gpu-marked cases)    -> parity.log
 #   5. compute-sanitizer memcheck and racecheck on a few small kernel cases          -> sanitizer.log
 # then summary.txt, also printed last. Results go to $OUT (the device tool's folder) or ./gpu-check-out.
@@ -45,7 +46,7 @@ if grep -iE "illegal (memory|address|instruction)|misaligned address|CUDA_ERROR_
 fi
 
 step "3. throughput against transformers"
-timeout 180 "$PY" benchmarks/bench_gpu.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+timeout 240 "$PY" benchmarks/bench_gpu.py --breakdown --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 
 step "4. parity suite on CuPy"
 NPCLIP_TEST_BACKENDS=cupy timeout 120 "$PY" -m pytest -q -p no:cacheprovider -rfE -m gpu \
@@ -55,7 +56,7 @@ step "5. compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then
   CASES='(test_gpu_attention_matches_twin and (2-77-2-64-True or 1-65-1-80)) or (test_gpu_layer_norm_matches_twin and 2x5x42) or (test_gpu_bias_act_matches_twin and 7-37 and gelu)'
   for tool in memcheck racecheck; do
-    timeout 40 compute-sanitizer --tool "$tool" --print-limit 20 --target-processes all \
+    timeout 30 compute-sanitizer --tool "$tool" --print-limit 20 --target-processes all \
       "$PY" -m pytest -q -p no:cacheprovider -x tests/test_backend_cupy.py -k "$CASES" 2>&1 | tail -25
   done | tee "$OUT/sanitizer.log"
 else

@@ -38,3 +38,36 @@ def test_bench_products_counts_the_forward_pass_products(checkpoints, capsys):
 @pytest.mark.parametrize("name", ["bench_products", "bench_preprocess", "bench_gpu"])
 def test_benchmark_scripts_import_without_a_gpu(name):
     assert callable(_script(name).main)
+
+
+def test_bench_gpu_breakdown_runs_through_the_emulator(checkpoints, monkeypatch, capsys):
+    """bench_gpu --breakdown's stage list runs npclip's CuPy path (here the emulator, with a stand-in for
+    cupyx.profiler.benchmark) and prints one line per stage."""
+    import sys
+    import types
+
+    import numpy as np
+
+    import _cupy_emulator
+    from npclip import CLIPVisionModelWithProjection
+    from parity import pixel_inputs
+
+    cupy = _cupy_emulator.install(monkeypatch)
+    calls = []
+
+    def benchmark(fn, n_repeat, n_warmup):
+        calls.append(fn())
+        return types.SimpleNamespace(gpu_times=np.full(n_repeat, 1e-3), cpu_times=np.full(n_repeat, 2e-3))
+
+    profiler = types.ModuleType("cupyx.profiler")
+    profiler.benchmark = benchmark
+    monkeypatch.setitem(sys.modules, "cupyx", types.ModuleType("cupyx"))
+    monkeypatch.setitem(sys.modules, "cupyx.profiler", profiler)
+    model = CLIPVisionModelWithProjection.from_pretrained(checkpoints("tiny"), backend="cupy")
+    _script("bench_gpu").stage_times(model, cupy.asarray(pixel_inputs(TINY_VISION)), n_repeat=4)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("## npclip stages") and len(out) == 1 + len(calls) == 13
+    assert all(line.endswith("1.000 (2.000)") for line in out[1:])
+    whole_layer, whole_forward = calls[-2], calls[-1]
+    assert whole_layer[0].shape == calls[0].shape  # the layer keeps the input's shape
+    assert whole_forward.shape == (pixel_inputs(TINY_VISION).shape[0], TINY_VISION["projection_dim"])
