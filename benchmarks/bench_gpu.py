@@ -4,7 +4,9 @@ Image features (CLIPVisionModelWithProjection) of ViT-B/32 at batch 256 and ViT-
 float16 and float32, both models built in one process from one random state dict. Each call is timed
 from launch to a synchronised device, the two libraries alternating call by call, best of --repeat
 (npclip.bench.alternating). Extra npclip rows show what the fused kernels buy: "readable" runs
-npclip.ops on CuPy (NPCLIP_CUPY_DISABLE=all), "simt attention" disables only the tensor-core attention.
+npclip.ops on CuPy (NPCLIP_CUPY_DISABLE=all); "simt attention" disables only the tensor-core attention
+(float16) and "one-kernel attention" the cuBLAS attention (float32); "residual apart" adds the skip
+connections in their own pass.
 
     python benchmarks/bench_gpu.py                              # the four cells of the issue
     python benchmarks/bench_gpu.py --models b32 --dtypes float16 --json out.json
@@ -114,6 +116,7 @@ def stage_times(ours, pixel_values, n_repeat=20):
     import cupy
     from cupyx.profiler import benchmark
 
+    from npclip import backend_cupy
     from npclip.backend import kernels
     from npclip.encoder import encoder_layer
     from npclip.ops import merge_heads, split_heads
@@ -127,6 +130,9 @@ def stage_times(ours, pixel_values, n_repeat=20):
     qkv = fn.linear(h, w["self_attn.qkv_proj.weight"], w["self_attn.qkv_proj.bias"])  # [B, N, 3D]
     q, k, v = (split_heads(qkv[..., i * D:(i + 1) * D], heads) for i in range(3))  # [B, H, N, Dh] views
     a = merge_heads(fn.attention(q, k, v, None, False)[0])  # [B, N, D]
+    merged = cupy.empty(a.shape, a.dtype).reshape(*a.shape[:2], heads, -1).transpose(0, 2, 1, 3)  # [B, H, N, Dh]
+    row_major = {n: cupy.ascontiguousarray(w[n]) for n in ("self_attn.qkv_proj.weight", "mlp.fc1.weight",
+                                                             "mlp.fc2.weight")}  # the checkpoint's layout
     f = fn.linear_activation(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, N, F]
     h2, f2 = h.reshape(-1, D), f.reshape(-1, f.shape[-1])
     stages = {
@@ -134,13 +140,19 @@ def stage_times(ours, pixel_values, n_repeat=20):
         "qkv linear (product + bias)": lambda: fn.linear(h, w["self_attn.qkv_proj.weight"],
                                                            w["self_attn.qkv_proj.bias"]),
         "  qkv product alone": lambda: cupy.matmul(h2, w["self_attn.qkv_proj.weight"].T),
+        "  qkv product, row-major weight": lambda: cupy.matmul(h2, row_major["self_attn.qkv_proj.weight"].T),
         "attention (no weights)": lambda: fn.attention(q, k, v, None, False),
+        "  one-kernel attention": lambda: backend_cupy._attention_into(q, k, v, None, merged, None),
         "out_proj linear": lambda: fn.linear(a, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"]),
         "residual add": lambda: h + x,
+        "out_proj linear + residual": lambda: fn.linear(a, w["self_attn.out_proj.weight"],
+                                                        w["self_attn.out_proj.bias"], x),
         "fc1 + activation": lambda: fn.linear_activation(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act),
         "  fc1 product alone": lambda: cupy.matmul(h2, w["mlp.fc1.weight"].T),
+        "  fc1 product, row-major weight": lambda: cupy.matmul(h2, row_major["mlp.fc1.weight"].T),
         "fc2 linear": lambda: fn.linear(f, w["mlp.fc2.weight"], w["mlp.fc2.bias"]),
         "  fc2 product alone": lambda: cupy.matmul(f2, w["mlp.fc2.weight"].T),
+        "  fc2 product, row-major weight": lambda: cupy.matmul(f2, row_major["mlp.fc2.weight"].T),
         "whole layer": lambda: encoder_layer(x, w, heads, eps, act, need_weights=False),
         "whole forward": lambda: ours(pixel_values=pixel_values).image_embeds,
     }
@@ -204,9 +216,11 @@ def main(argv=None):
     for model in args.models:
         for dtype in args.dtypes:
             batch = args.batch or MODELS[model][1]
-            ablations = [] if args.no_ablations else [("readable ops on CuPy", ALL_FUSED)]
-            if dtype == "float16" and not args.no_ablations:
-                ablations.append(("simt attention", "attention_mma"))
+            ablations = [] if args.no_ablations else [("readable ops on CuPy", ALL_FUSED),
+                                                      ("residual apart", "residual")]
+            if not args.no_ablations:
+                ablations.append(("simt attention", "attention_mma") if dtype == "float16"
+                                 else ("one-kernel attention", "attention_gemm"))
             t0 = time.perf_counter()
             rows += measure(model, dtype, batch, args.repeat, ablations, args.breakdown)
             free_device_memory()

@@ -54,7 +54,7 @@ NPCLIP_TEST_BACKENDS=cupy timeout 120 "$PY" -m pytest -q -p no:cacheprovider -rf
 
 step "5. compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then
-  CASES='(test_gpu_attention_matches_twin and (2-77-2-64-True or 1-65-1-80)) or (test_gpu_layer_norm_matches_twin and 2x5x42) or (test_gpu_bias_act_matches_twin and 7-37 and gelu)'
+  CASES='(test_gpu_attention_matches_twin and (2-77-2-64-True or 1-65-1-80)) or (test_gpu_attention_gemm_matches_twin and 2-77-2-64-True) or (test_gpu_layer_norm_matches_twin and 2x5x42) or (test_gpu_bias_act_matches_twin and 7-37 and gelu)'
   for tool in memcheck racecheck; do
     timeout 30 compute-sanitizer --tool "$tool" --print-limit 20 --target-processes all \
       "$PY" -m pytest -q -p no:cacheprovider -x tests/test_backend_cupy.py -k "$CASES" 2>&1 | tail -25

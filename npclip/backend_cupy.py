@@ -4,7 +4,9 @@
 with these replaced (same names, same arguments):
 
     layer_norm(x, weight, bias, eps)           one block per row, float32 statistics
-    linear(x, weight, bias=None)               a 2-D product, then the bias_act kernel adds the bias
+    linear(x, weight, bias=None, residual=None)
+                                               a 2-D product, then the bias_act kernel adds the bias
+                                               and the residual
     linear_activation(x, weight, bias, name)   a 2-D product, then bias + quick_gelu / gelu in one pass
     attention(q, k, v, mask=None, need_weights=True)
                                                scores, float32 softmax and weights @ v in one kernel that
@@ -15,8 +17,9 @@ The CUDA sources below are plain strings compiled by CuPy (NVRTC) on first use, 
 type and size; they need no header. This module imports CuPy only inside functions, so it imports (and
 its sources can be compiled with nvcc, see tests/test_backend_cupy.py) on machines without CuPy.
 
-NPCLIP_CUPY_DISABLE (comma-separated: layer_norm, bias_act, attention, attention_mma) sends the named
-functions back to their readable twins, for comparisons and benchmarks. docs/backend.md says more.
+NPCLIP_CUPY_DISABLE (comma-separated: layer_norm, bias_act, residual, attention, attention_mma,
+attention_gemm) sends the named functions back to their readable twins, or a variant back to the one
+before it, for comparisons and benchmarks. docs/backend.md says more.
 """
 
 from __future__ import annotations
@@ -137,11 +140,13 @@ layer_norm(const T* x, const T* weight, const T* bias, T* y, int D, long long ro
 """
 
 BIAS_ACT = r"""
-// bias_act: y <- act(y + bias) in place, in float32, one rounding (ACT 0: none, 1: quick_gelu, 2: exact gelu).
-// Twin: the bias and activation of npclip.ops.linear / linear_activation after a product without bias.
-//   y: [rows, F] contiguous with F = f_vectors * VEC; bias: [F]
+// bias_act: y <- act(y + bias) + residual in place, in float32, one rounding (ACT 0: none, 1: quick_gelu,
+// 2: exact gelu; RESIDUAL 0: no residual, and the pointer is never read).
+// Twin: the bias, activation and residual of npclip.ops.linear / linear_activation after a product without bias.
+//   y, residual: [rows, F] contiguous with F = f_vectors * VEC; bias: [F]
 //   grid (ceil(f_vectors / blockDim.x), any), block (any): a thread owns one column vector, loads its bias
-//   once and walks the rows blockIdx.y, blockIdx.y + gridDim.y, ...: no division anywhere.
+//   once and walks the rows BA_ROWS at a time (rows r0 .. r0 + BA_ROWS - 1, r0 = BA_ROWS * blockIdx.y, then
+//   BA_ROWS * gridDim.y further), every load of a step before its stores, so that BA_ROWS loads are in flight.
 __device__ __forceinline__ float activate(float x) {
 #if ACT == 1
     return x / (1.f + expf(-1.702f * x));                    // quick_gelu: x * sigmoid(1.702 x)
@@ -152,19 +157,91 @@ __device__ __forceinline__ float activate(float x) {
 #endif
 }
 
-extern "C" __global__ void bias_act(T* y, const T* bias, int rows, int f_vectors)
+extern "C" __global__ void bias_act(T* __restrict__ y, const T* __restrict__ bias, const T* __restrict__ residual,
+                                    int rows, int f_vectors)
 {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;  // this thread's column vector
     if (c >= f_vectors) return;
     const long long F = (long long)f_vectors * VEC;
-    float b[VEC], a[VEC];
+    float b[VEC];
     load_vec(bias + c * VEC, b);
-    for (int r = blockIdx.y; r < rows; r += gridDim.y) {
-        T* p = y + r * F + c * VEC;
-        load_vec(p, a);
+    for (int r0 = blockIdx.y * BA_ROWS; r0 < rows; r0 += gridDim.y * BA_ROWS) {
+        float a[BA_ROWS][VEC];
+#if RESIDUAL
+        float res[BA_ROWS][VEC];
+#endif
         #pragma unroll
-        for (int e = 0; e < VEC; e++) a[e] = activate(a[e] + b[e]);
-        store_vec(p, a);
+        for (int i = 0; i < BA_ROWS; i++) {
+            if (r0 + i < rows) {
+                load_vec(y + (r0 + i) * F + c * VEC, a[i]);
+#if RESIDUAL
+                load_vec(residual + (r0 + i) * F + c * VEC, res[i]);
+#endif
+            }
+        }
+        #pragma unroll
+        for (int i = 0; i < BA_ROWS; i++) {
+            if (r0 + i < rows) {
+                #pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    a[i][e] = activate(a[i][e] + b[e]);
+#if RESIDUAL
+                    a[i][e] += res[i][e];
+#endif
+                }
+                store_vec(y + (r0 + i) * F + c * VEC, a[i]);
+            }
+        }
+    }
+}
+"""
+
+SOFTMAX_ROWS = r"""
+// softmax_rows: s <- softmax(s * scale + mask) along each row, in place, float32 arithmetic, one rounding:
+// the weights between attention_gemm's two products. Twin: the softmax of npclip.ops.attention.
+//   s: [B, H, L, L] contiguous (row r = (b * H + h) * L + i); mask element (b, h, i, j) at
+//   b * msb + h * msh + i * msq + j * msk (has_mask 0: none; a masked score is clamped at the most negative
+//   float, as in attention_simt).   grid (ceil(R / 4)), block (128): one warp per row, SM_ITEMS * 32 >= L.
+extern "C" __global__ void __launch_bounds__(128)
+softmax_rows(T* s, const T* mask, long long R, int L, int H, long long msb, long long msh, long long msq,
+             long long msk, float scale, int has_mask)
+{
+    const long long r = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);  // this warp's row
+    if (r >= R) return;
+    const int lane = threadIdx.x & 31;
+    const long long bh = r / L;
+    const int i = (int)(r - bh * L), h = (int)(bh % H);
+    const long long b = bh / H;
+    T* row = s + r * L;
+    const T* mrow = mask + b * msb + h * msh + i * msq;
+    float x[SM_ITEMS];
+    float mx = NEG_INF;
+    #pragma unroll
+    for (int it = 0; it < SM_ITEMS; it++) {
+        const int j = it * 32 + lane;
+        float val = NEG_INF;
+        if (j < L) {
+            val = to_float(row[j]) * scale;
+            if (has_mask) val = fmaxf(val + to_float(mrow[j * msk]), NEG_MAX);
+        }
+        x[it] = val;
+        mx = fmaxf(mx, val);
+    }
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float sum = 0.f;
+    #pragma unroll
+    for (int it = 0; it < SM_ITEMS; it++) {
+        x[it] = it * 32 + lane < L ? expf(x[it] - mx) : 0.f;
+        sum += x[it];
+    }
+    #pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float inv = 1.f / sum;
+    #pragma unroll
+    for (int it = 0; it < SM_ITEMS; it++) {
+        const int j = it * 32 + lane;
+        if (j < L) store(row + j, x[it] * inv);
     }
 }
 """
@@ -343,19 +420,21 @@ attention_mma(ATTENTION_ARGS)
         const bool fixed = need_weights && pass == 1;  // m and l are final: p is the weight itself
         for (int k0 = 0; k0 < L; k0 += BN) {
             __syncthreads();  // the previous tile (or the query tile) is no longer read
-            for (int e = threadIdx.x; e < BN * DH / 8; e += 128) {
+            for (int e = threadIdx.x; e < BN * DH / 8; e += 128) {  // keys: 8 threads per 128-byte row piece
                 const int r = e / (DH / 8), c = (e % (DH / 8)) * 8;
-                const bool ok = k0 + r < L;
                 uint4 kv = make_uint4(0u, 0u, 0u, 0u);
-                if (ok) kv = *reinterpret_cast<const uint4*>(kb + (long long)(k0 + r) * ksl + c);
+                if (k0 + r < L) kv = *reinterpret_cast<const uint4*>(kb + (long long)(k0 + r) * ksl + c);
                 *reinterpret_cast<uint4*>(ks + r * KPAD + c) = kv;
-                if (!stats_only) {
-                    uint4 vv = make_uint4(0u, 0u, 0u, 0u);
-                    if (ok) vv = *reinterpret_cast<const uint4*>(vb + (long long)(k0 + r) * vsl + c);
-                    const half_bits* ve = reinterpret_cast<const half_bits*>(&vv);
-                    #pragma unroll
-                    for (int e2 = 0; e2 < 8; e2++) vt[(c + e2) * VPAD + r] = ve[e2];
-                }
+            }
+            // values, transposed: a warp takes 32 consecutive keys of one 8-column piece, so that its 2-byte
+            // stores to a row of vt fall in 16 consecutive words (no bank conflicts)
+            for (int e = threadIdx.x; !stats_only && e < BN * DH / 8; e += 128) {
+                const int r = e % BN, c = (e / BN) * 8;
+                uint4 vv = make_uint4(0u, 0u, 0u, 0u);
+                if (k0 + r < L) vv = *reinterpret_cast<const uint4*>(vb + (long long)(k0 + r) * vsl + c);
+                const half_bits* ve = reinterpret_cast<const half_bits*>(&vv);
+                #pragma unroll
+                for (int e2 = 0; e2 < 8; e2++) vt[(c + e2) * VPAD + r] = ve[e2];
             }
             __syncthreads();
             if (!warp_active) continue;
@@ -472,11 +551,14 @@ KERNEL_SOURCES = {
     "bias_act": VECTORS + BIAS_ACT,
     "attention_simt": ATTENTION_SIMT.replace("ATTENTION_ARGS", ATTENTION_ARGS),
     "attention_mma": ATTENTION_MMA.replace("ATTENTION_ARGS", ATTENTION_ARGS),
+    "softmax_rows": SOFTMAX_ROWS,
 }
 
 LN_THREADS = 128
+BA_ROWS = 4  # bias_act: rows a thread loads before it stores
 SIMT_Q, SIMT_K = 64, 32  # attention_simt: queries per block, keys per shared-memory tile
 MMA_ROWS = 64  # attention_mma: queries per block
+SOFTMAX_MAX_L = 32 * 64  # softmax_rows holds a row in registers, 64 per lane at most
 ACTS = {"none": 0, "quick_gelu": 1, "gelu": 2}
 
 
@@ -496,8 +578,10 @@ def variants():
         vec = 16 // np.dtype(dt).itemsize
         for v in (1, vec):
             out.append(("layer_norm", dt, dict(LN_THREADS=LN_THREADS, VEC=v, NITER=2)))
-            out += [("bias_act", dt, dict(VEC=v, ACT=a)) for a in ACTS.values()]
+            out += [("bias_act", dt, dict(VEC=v, ACT=a, RESIDUAL=r, BA_ROWS=BA_ROWS))
+                    for a in ACTS.values() for r in (0, 1)]
         out += [("attention_simt", dt, dict(DH=dh, SIMT_Q=SIMT_Q, SIMT_K=SIMT_K)) for dh in (14, 64, 80)]
+        out += [("softmax_rows", dt, dict(SM_ITEMS=n)) for n in (1, 9, 64)]
     out += [("attention_mma", "float16", dict(DH=dh)) for dh in (16, 64, 80, 128)]
     return out
 
@@ -582,19 +666,20 @@ def _layer_norm_into(rows, weight, bias, eps, y):
     fn((R,), (LN_THREADS,), (rows, weight, bias, y, np.int32(D), np.int64(row_stride), np.float32(eps)))
 
 
-def bias_act(y, bias, name="none"):
-    """y <- activation(y + bias) in place (name: "none", "quick_gelu" or "gelu"). y: [M, F] contiguous."""
+def bias_act(y, bias, name="none", residual=None):
+    """y <- activation(y + bias) + residual in place (name: "none", "quick_gelu" or "gelu"; residual: None
+    or an array like y). y: [M, F] contiguous, bias: [F] contiguous."""
     M, F = y.shape
     if M == 0:
         return y
     vec = 16 // y.itemsize
-    if F % vec or not _aligned(y, bias):
+    if F % vec or not _aligned(y, bias, *([] if residual is None else [residual])):
         vec = 1
     f_vectors = F // vec
     threads = min(128, -(-f_vectors // 32) * 32)
-    grid = (-(-f_vectors // threads), min(M, 4096))
-    fn = _kernel("bias_act", y.dtype, VEC=vec, ACT=ACTS[name])
-    fn(grid, (threads,), (y, bias, np.int32(M), np.int32(f_vectors)))
+    grid = (-(-f_vectors // threads), min(-(-M // BA_ROWS), 4096))
+    fn = _kernel("bias_act", y.dtype, VEC=vec, ACT=ACTS[name], RESIDUAL=int(residual is not None), BA_ROWS=BA_ROWS)
+    fn(grid, (threads,), (y, bias, y if residual is None else residual, np.int32(M), np.int32(f_vectors)))
     return y
 
 
@@ -603,16 +688,23 @@ def _product(x, weight):
     return _cupy().matmul(x.reshape(-1, x.shape[-1]), weight.T)  # [M, Din] @ [Din, Dout]
 
 
-def linear(x, weight, bias=None):
-    """``x @ weight.T + bias`` as one 2-D product and the bias_act kernel for the bias.
+def linear(x, weight, bias=None, residual=None):
+    """``x @ weight.T + bias + residual`` as one 2-D product and the bias_act kernel for the bias and the
+    residual (a residual that is not a contiguous array like the output is added apart).
 
-    Twin: ops.linear.  x: [..., Din], weight: [Dout, Din], bias: [Dout] -> [..., Dout]
+    Twin: ops.linear.  x: [..., Din], weight: [Dout, Din], bias: [Dout], residual: [..., Dout] -> [..., Dout]
     """
     if bias is None or "bias_act" in disabled() or not _fusable(x, weight, bias):
-        return ops.linear(x, weight, bias)
+        return ops.linear(x, weight, bias, residual)
     y = _product(x, weight)  # [M, Dout]
-    bias_act(y, _cupy().ascontiguousarray(bias), "none")
-    return y.reshape(*x.shape[:-1], weight.shape[0])
+    out_shape = (*x.shape[:-1], weight.shape[0])
+    fused = (residual is not None and "residual" not in disabled() and residual.shape == out_shape
+             and residual.dtype == y.dtype and residual.flags.c_contiguous)
+    bias_act(y, _cupy().ascontiguousarray(bias), "none", residual.reshape(y.shape) if fused else None)
+    y = y.reshape(out_shape)
+    if residual is not None and not fused:
+        y += residual
+    return y
 
 
 def linear_activation(x, weight, bias, name):
@@ -628,15 +720,20 @@ def linear_activation(x, weight, bias, name):
 
 
 def attention(q, k, v, mask=None, need_weights=True):
-    """Scaled dot-product attention in one kernel, reading q, k, v in place; float32 softmax.
+    """Scaled dot-product attention, float32 softmax: in one kernel that reads q, k, v in place (float16,
+    and float32 with attention_gemm disabled), or, in float32, as two cuBLAS products around the
+    softmax_rows kernel (attention_gemm).
 
     Twin: ops.attention.  q, k, v: [B, H, L, Dh] (any strides; views of the qkv buffer are read as they
-    are), mask: broadcastable to [B, H, L, L] -> out [B, H, L, Dh] (a view of a [B, L, H*Dh] array, so
-    that merge_heads costs nothing), weights [B, H, L, L], or None when need_weights is False.
+    are), mask: broadcastable to [B, H, L, L] -> out [B, H, L, Dh] (from the one-kernel variants a view of
+    a [B, L, H*Dh] array, so that merge_heads costs nothing), weights [B, H, L, L], or None when
+    need_weights is False.
     """
     if "attention" in disabled() or not _fusable(q, k, v) or q.shape != k.shape or q.shape != v.shape:
         out, weights = ops.attention(q, k, v, mask)
         return out, (weights if need_weights else None)
+    if q.dtype.name == "float32" and "attention_gemm" not in disabled() and q.shape[2] <= SOFTMAX_MAX_L:
+        return _attention_gemm(q, k, v, mask, need_weights)
     cp = _cupy()
     B, H, L, Dh = q.shape
     merged = cp.empty((B, L, H, Dh), dtype=q.dtype)  # [B, L, H, Dh]: the merged-head layout
@@ -645,6 +742,33 @@ def attention(q, k, v, mask=None, need_weights=True):
     if q.size:
         _attention_into(q, k, v, mask, out, weights)
     return out, weights
+
+
+def _attention_gemm(q, k, v, mask, need_weights):
+    """float32 attention as cuBLAS products: scores = q kᵀ [B, H, L, L], softmax_rows in place (scale, mask,
+    float32), out = weights v. The scores are written once and read twice, but the products run at
+    cuBLAS's rate, not the one-thread-per-row rate of attention_simt."""
+    cp = _cupy()
+    B, H, L, Dh = q.shape
+    scores = cp.matmul(q, k.transpose(0, 1, 3, 2))  # [B, H, L, L]
+    _softmax_rows_into(scores, mask, Dh ** -0.5)  # now the weights
+    out = cp.matmul(scores, v)  # [B, H, L, Dh]
+    return out, (scores if need_weights else None)
+
+
+def _softmax_rows_into(scores, mask, scale):
+    """Launch softmax_rows on contiguous scores [B, H, L, L] (in place), mask broadcastable to it or None."""
+    cp = _cupy()
+    B, H, L, _ = scores.shape
+    if mask is None:
+        m, has_mask, mstrides = scores, 0, (0, 0, 0, 0)
+    else:
+        m = cp.broadcast_to(cp.asarray(mask).astype(scores.dtype, copy=False), scores.shape)
+        has_mask, mstrides = 1, _estrides(m)
+    R = B * H * L
+    fn = _kernel("softmax_rows", scores.dtype, SM_ITEMS=-(-L // 32))
+    fn((-(-R // 4),), (128,), (scores, m, np.int64(R), np.int32(L), np.int32(H), *[np.int64(s) for s in mstrides],
+                               np.float32(scale), np.int32(has_mask)))
 
 
 def _attention_variant(q, k, v, out):
@@ -695,5 +819,5 @@ READABLE = {name: f for name, f in vars(ops).items()
 KERNELS = types.SimpleNamespace(**{**READABLE, **FUSED})
 
 __all__ = ["KERNELS", "FUSED", "KERNEL_SOURCES", "source", "variants", "layer_norm", "linear",
-           "linear_activation", "attention", "bias_act", "disabled"]
+           "linear_activation", "attention", "bias_act", "disabled", "BA_ROWS", "SOFTMAX_MAX_L"]
 

@@ -13,10 +13,12 @@ from .backend import kernels
 from .ops import activation, linear, merge_heads, split_heads
 
 
-def self_attention(x, w, num_heads, mask=None, need_weights=True, rows=slice(None)):
+def self_attention(x, w, num_heads, mask=None, need_weights=True, rows=slice(None), residual=None):
     """Multi-head self-attention (transformers' CLIPAttention) with one fused q/k/v product.
 
     rows: the positions whose outputs are wanted (all by default); every position is still a key.
+    residual: [B, Q, D] or None, added to the output by the output projection (on the GPU in the same
+    pass as its bias).
     x: [B, L, D] -> out [B, Q, D], weights [B, H, Q, L] (None when need_weights is False), Q = rows taken
     """
     fn = kernels(x)
@@ -28,12 +30,14 @@ def self_attention(x, w, num_heads, mask=None, need_weights=True, rows=slice(Non
     if mask is not None:
         mask = mask[..., rows, :]  # [B or 1, 1, Q, L]
     out, weights = fn.attention(q, k, v, mask, need_weights)  # [B, H, Q, Dh], [B, H, Q, L] or None
-    out = fn.linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"])  # [B, Q, D]
+    out = fn.linear(merge_heads(out), w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"],
+                    residual)  # [B, Q, D]
     return out, weights
 
 
-def mlp(x, w, act, record=None, name=""):
-    """fc1, activation, fc2 (transformers' CLIPMLP). act: "quick_gelu" or "gelu". x: [B, L, D] -> [B, L, D]"""
+def mlp(x, w, act, record=None, name="", residual=None):
+    """fc1, activation, fc2 (transformers' CLIPMLP), plus residual [B, L, D] if given (added by fc2).
+    act: "quick_gelu" or "gelu". x: [B, L, D] -> [B, L, D]"""
     if record is None:
         h = kernels(x).linear_activation(x, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, L, F]
     else:  # step by step, so that the pre-activation can be recorded too
@@ -41,7 +45,7 @@ def mlp(x, w, act, record=None, name=""):
         record(name + "mlp.fc1", h)
         h = activation(act)(h)  # [B, L, F], a new array
         record(name + "mlp.activation_fn", h)
-    return kernels(x).linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"])  # [B, L, D]
+    return kernels(x).linear(h, w["mlp.fc2.weight"], w["mlp.fc2.bias"], residual)  # [B, L, D]
 
 
 def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name="", need_weights=True, rows=slice(None)):
@@ -52,17 +56,23 @@ def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name="", ne
     x: [B, L, D] -> [B, Q, D] (Q = rows taken), attention weights [B, H, Q, L]
     """
     k = kernels(x)
+    # The skip connections are added by the output projections (one pass with their biases on the GPU),
+    # except when recording: transformers' module outputs come before them.
+    fuse = record is None
     h = k.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
     _record(record, name + "layer_norm1", h)
-    h, weights = self_attention(h, w, num_heads, mask, need_weights, rows)  # [B, Q, D], [B, H, Q, L] or None
-    _record(record, name + "self_attn", h)
-    h += x[:, rows]  # residual, added into the fresh array so that x is never modified
+    h, weights = self_attention(h, w, num_heads, mask, need_weights, rows,
+                                x[:, rows] if fuse else None)  # [B, Q, D], [B, H, Q, L] or None
+    if not fuse:
+        _record(record, name + "self_attn", h)
+        h += x[:, rows]  # residual, added into the fresh array so that x is never modified
     x = h
     h = k.layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, Q, D]
     _record(record, name + "layer_norm2", h)
-    h = mlp(h, w, act, record, name)  # [B, Q, D]
-    _record(record, name + "mlp", h)
-    h += x  # residual
+    h = mlp(h, w, act, record, name, x if fuse else None)  # [B, Q, D]
+    if not fuse:
+        _record(record, name + "mlp", h)
+        h += x  # residual
     _record(record, name[:-1], h)
     return h, weights
 

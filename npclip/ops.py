@@ -18,17 +18,21 @@ import math
 from .backend import array_namespace
 
 
-def linear(x, weight, bias=None):
-    """``x @ weight.T + bias`` (torch.nn.Linear), as one 2-D matrix product.
+def linear(x, weight, bias=None, residual=None):
+    """``x @ weight.T + bias`` (torch.nn.Linear), as one 2-D matrix product, then ``+ residual`` if given
+    (a layer's skip connection, taken here so that a backend can add it in the same pass as the bias).
 
-    x: [..., Din], weight: [Dout, Din], bias: [Dout] -> [..., Dout]
+    x: [..., Din], weight: [Dout, Din], bias: [Dout], residual: [..., Dout] -> [..., Dout]
     """
     xp = array_namespace(x)
     lead = x.shape[:-1]
     y = xp.matmul(x.reshape(-1, x.shape[-1]), weight.T)  # [M, Din] @ [Din, Dout] -> [M, Dout]
     if bias is not None:
         y += bias
-    return y.reshape(*lead, weight.shape[0])
+    y = y.reshape(*lead, weight.shape[0])
+    if residual is not None:
+        y += residual
+    return y
 
 
 def layer_norm(x, weight, bias, eps):

@@ -163,7 +163,7 @@ class EmulatedKernel:
         out = (xs - mean) / np.sqrt(var + np.float32(eps)) * w[:D].astype(np.float32) + b[:D].astype(np.float32)
         self._view(y, (R, D), (D, 1))[...] = out.astype(self.T)
 
-    def _bias_act(self, grid, block, y, bias, rows, f_vectors):
+    def _bias_act(self, grid, block, y, bias, residual, rows, f_vectors):
         assert grid[0] * block[0] >= f_vectors, "bias_act: the grid misses columns"
         F = int(f_vectors) * self.vec
         ys = self._view(y, (int(rows), F), (F, 1))
@@ -175,7 +175,21 @@ class EmulatedKernel:
             from math import erf
 
             a = 0.5 * a * (1 + np.vectorize(erf)(a / np.sqrt(2)))
+        if int(self.defines["RESIDUAL"]):
+            a = a + self._view(residual, (int(rows), F), (F, 1)).astype(np.float32)
         ys[...] = a.astype(self.T)
+
+    def _softmax_rows(self, grid, block, s, mask, R, L, H, msb, msh, msq, msk, scale, has_mask):
+        assert block[0] == 128 and grid[0] * 4 >= R, "softmax_rows: the grid misses rows"
+        assert int(self.defines["SM_ITEMS"]) * 32 >= L, "softmax_rows: SM_ITEMS too small for L"
+        B = int(R) // (int(H) * int(L))
+        x = self._view(s, (B, int(H), int(L), int(L)), (H * L * L, L * L, L, 1))
+        t = x.astype(np.float32) * scale
+        if has_mask:
+            m = self._view(mask, (B, int(H), int(L), int(L)), (msb, msh, msq, msk)).astype(np.float32)
+            t = np.maximum(t + m, np.float32(-3.402823466e38))
+        p = np.exp(t - t.max(-1, keepdims=True))
+        x[...] = (p / p.sum(-1, keepdims=True)).astype(self.T)
 
     def _attention(self, grid, block, rows_per_block, q, k, v, mask, out, weights, L, *rest):
         qs, ks, vs, ms, os_ = rest[0:3], rest[3:6], rest[6:9], rest[9:13], rest[13:16]

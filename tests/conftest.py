@@ -53,9 +53,11 @@ def assert_close(actual, expected, kind="float32", where=""):
 
 
 def _numpy(x):
+    from npclip import to_numpy
+
     if type(x).__module__.startswith("torch"):
         return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
-    return np.asarray(x)
+    return np.asarray(to_numpy(x))  # CuPy arrays refuse np.asarray
 
 
 def gpu_usable() -> bool:

@@ -49,7 +49,7 @@ def test_module_imports_without_cupy():
             "assert kernels(np.zeros(1)) is npclip.ops; print(len(b.KERNEL_SOURCES))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "4"
+    assert out.stdout.strip() == "5"
 
 
 def test_kernels_offer_every_ops_function_with_its_signature():
@@ -219,7 +219,9 @@ def test_emulated_linear_activation_matches_twin(emulated, dtype, act, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("B,L,H,Dh,masked", ATTENTION_CASES)
-def test_emulated_attention_reads_qkv_in_place_and_writes_merged_heads(emulated, dtype, B, L, H, Dh, masked):
+def test_emulated_attention_reads_qkv_in_place_and_writes_merged_heads(emulated, monkeypatch, dtype, B, L, H, Dh,
+                                                                     masked):
+    monkeypatch.setenv("NPCLIP_CUPY_DISABLE", "attention_gemm")  # float32: the one-kernel variant
     q, k, v = qkv_views(emulated, B, L, H, Dh, dtype)
     mask = text_mask(emulated, B, L, dtype) if masked else None
     out, weights = backend_cupy.attention(q, k, v, mask)
@@ -231,6 +233,23 @@ def test_emulated_attention_reads_qkv_in_place_and_writes_merged_heads(emulated,
     assert out.transpose(0, 2, 1, 3).flags.c_contiguous  # merge_heads is then a free reshape
     mma = dtype == np.float16 and Dh % 16 == 0
     assert _launched() == ["attention_mma" if mma else "attention_simt"]
+    out2, none = backend_cupy.attention(q, k, v, mask, need_weights=False)
+    assert none is None
+    np.testing.assert_array_equal(to_numpy(out2), to_numpy(out))
+
+
+@pytest.mark.parametrize("B,L,H,Dh,masked", ATTENTION_CASES)
+def test_emulated_attention_gemm_matches_twin(emulated, B, L, H, Dh, masked):
+    """float32 attention as two products around softmax_rows (the default for float32)."""
+    q, k, v = qkv_views(emulated, B, L, H, Dh, np.float32)
+    mask = text_mask(emulated, B, L, np.float32) if masked else None
+    out, weights = backend_cupy.attention(q, k, v, mask)
+    want_out, want_w = ops.attention(*(to_numpy(a).astype(np.float64) for a in (q, k, v)),
+                                     None if mask is None else to_numpy(mask).astype(np.float64))
+    assert_close(out, want_out, "op", "gemm attention out")
+    assert_close(weights, want_w, "op", "gemm attention weights")
+    assert _launched() == ["softmax_rows"]
+    assert [d["SM_ITEMS"] for _, d in _cupy_emulator.LAUNCHES] == [str(-(-L // 32))]
     out2, none = backend_cupy.attention(q, k, v, mask, need_weights=False)
     assert none is None
     np.testing.assert_array_equal(to_numpy(out2), to_numpy(out))
@@ -248,6 +267,25 @@ def test_emulated_attention_variant_choice(emulated, monkeypatch):
     monkeypatch.delenv("NPCLIP_CUPY_DISABLE")
     backend_cupy.attention(qc, kc, vc)
     assert _launched() == ["attention_mma", "attention_simt", "attention_simt", "attention_simt"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_emulated_linear_adds_the_residual_in_the_bias_pass(emulated, monkeypatch, dtype):
+    x, w, b = randn(2, 6, 24, dtype=dtype), randn(40, 24, scale=0.3, dtype=dtype), randn(40, dtype=dtype)
+    r = randn(2, 6, 40, dtype=dtype)
+    want = ops.linear(*(a.astype(np.float64) for a in (x, w, b, r)))
+    assert want.shape == (2, 6, 40)
+    kind = "op" if dtype == np.float32 else FP16_OP
+    xd, wd, bd, rd = (emulated.asarray(a) for a in (x, w, b, r))
+    assert_close(backend_cupy.linear(xd, wd, bd, rd), want, kind, "fused residual")
+    wide = np.zeros((2, 6, 80), dtype)
+    wide[..., ::2] = r
+    strided = emulated.asarray(wide)[..., ::2]  # r again, not contiguous: added apart
+    assert_close(backend_cupy.linear(xd, wd, bd, strided), want, kind, "residual added apart")
+    monkeypatch.setenv("NPCLIP_CUPY_DISABLE", "residual")
+    assert_close(backend_cupy.linear(xd, wd, bd, rd), want, kind, "residual disabled")
+    assert [d["RESIDUAL"] for _, d in _cupy_emulator.LAUNCHES] == ["1", "0", "0"]
+    np.testing.assert_array_equal(to_numpy(rd), r)  # the residual is read, never written
 
 
 def test_emulated_disable_sends_functions_to_their_twins(emulated, monkeypatch):
@@ -269,7 +307,7 @@ def test_emulated_model_runs_the_fused_kernels(emulated, checkpoints):
     ids, mask = text_inputs(VARIANTS["tiny"]["text"], batch=2)
     out = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_inputs(VARIANTS["tiny"]["vision"]))
     assert type(out.logits_per_image).__module__ == "cupy"
-    assert set(_launched()) == {"layer_norm", "bias_act", "attention_simt"}
+    assert set(_launched()) == {"layer_norm", "bias_act", "softmax_rows"}  # float32: attention_gemm
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,13 +351,18 @@ def test_gpu_layer_norm_matches_twin(cp, dtype, shape):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("act", ["none", "quick_gelu", "gelu"])
-@pytest.mark.parametrize("M,F", [(7, 37), (100, 3072), (4099, 64), (3, 4096)])
-def test_gpu_bias_act_matches_twin(cp, dtype, act, M, F):
-    h, b = randn(M, F, scale=4.0, dtype=dtype), randn(F, dtype=dtype)
-    y = backend_cupy.bias_act(cp.asarray(h.copy()), cp.asarray(b), act)  # in place
+@pytest.mark.parametrize("M,F", [(7, 37), (100, 3072), (4099, 64), (3, 4096), (16411, 256)])  # the last: rows walked in steps
+@pytest.mark.parametrize("residual", [False, True], ids=["", "residual"])
+def test_gpu_bias_act_matches_twin(cp, dtype, act, M, F, residual):
+    h, b, r = randn(M, F, scale=4.0, dtype=dtype), randn(F, dtype=dtype), randn(M, F, scale=4.0, dtype=dtype)
+    rd = cp.asarray(r) if residual else None
+    y = backend_cupy.bias_act(cp.asarray(h.copy()), cp.asarray(b), act, rd)  # in place
     t = h.astype(np.float32) + b.astype(np.float32)
     want = t if act == "none" else ops.activation(act)(t)
-    assert_close(y, want, "op" if dtype == np.float32 else FP16_OP, f"bias + {act}")
+    if residual:
+        want = want + r.astype(np.float32)
+        np.testing.assert_array_equal(to_numpy(rd), r)
+    assert_close(y, want, "op" if dtype == np.float32 else FP16_OP, f"bias + {act}, residual {residual}")
 
 
 @pytest.mark.gpu
@@ -344,6 +387,21 @@ def test_gpu_attention_matches_twin(cp, dtype, B, L, H, Dh, masked):
     out, weights = backend_cupy.attention(q, k, v, mask)
     assert_close(out, ref_out, kind, "fused vs readable on the GPU")
     assert_close(weights, ref_w, kind, "fused vs readable weights on the GPU")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,L,H,Dh,masked", ATTENTION_CASES)
+def test_gpu_attention_gemm_matches_twin(cp, B, L, H, Dh, masked):
+    q, k, v = qkv_views(cp, B, L, H, Dh, np.float32, scale=2.0)
+    mask = text_mask(cp, B, L, np.float32) if masked else None
+    want_out, want_w = ops.attention(*(to_numpy(a).astype(np.float64) for a in (q, k, v)),
+                                     None if mask is None else to_numpy(mask).astype(np.float64))
+    out, weights = backend_cupy._attention_gemm(q, k, v, mask, True)
+    assert_close(out, want_out, "op", "gemm attention out")
+    assert_close(weights, want_w, "op", "gemm attention weights")
+    out2, none = backend_cupy._attention_gemm(q, k, v, mask, False)
+    assert none is None
+    assert_close(out2, want_out, "op", "gemm attention out, no weights")
 
 
 @pytest.mark.gpu

@@ -66,7 +66,7 @@ def test_bench_gpu_breakdown_runs_through_the_emulator(checkpoints, monkeypatch,
     model = CLIPVisionModelWithProjection.from_pretrained(checkpoints("tiny"), backend="cupy")
     _script("bench_gpu").stage_times(model, cupy.asarray(pixel_inputs(TINY_VISION)), n_repeat=4)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("## npclip stages") and len(out) == 1 + len(calls) == 13
+    assert out[0].startswith("## npclip stages") and len(out) == 1 + len(calls) == 18
     assert all(line.endswith("1.000 (2.000)") for line in out[1:])
     whole_layer, whole_forward = calls[-2], calls[-1]
     assert whole_layer[0].shape == calls[0].shape  # the layer keeps the input's shape

@@ -29,6 +29,13 @@ def test_linear_matches_torch_on_3d_input():
     assert_close(ops.linear(x, w), F.linear(t(x), t(w)), "op", "linear without bias")
 
 
+def test_linear_adds_the_residual_after_the_bias():
+    x, w, b, r = randn(2, 5, 21), randn(13, 21), randn(13), randn(2, 5, 13)
+    out = ops.linear(x, w, b, r)
+    np.testing.assert_array_equal(out, ops.linear(x, w, b) + r)  # the same operations, in the same order
+    assert_close(out, F.linear(t(x), t(w), t(b)) + t(r), "op", "linear + residual")
+
+
 def test_layer_norm_matches_torch_with_large_offsets():
     x = randn(3, 7, 21, scale=20.0) + 50.0  # a large mean, as in CLIP's residual stream
     w, b = randn(21), randn(21)
