@@ -9,9 +9,10 @@ with these replaced (same names, same arguments):
                                                and the residual
     linear_activation(x, weight, bias, name)   a 2-D product, then bias + quick_gelu / gelu in one pass
     attention(q, k, v, mask=None, need_weights=True)
-                                               scores, float32 softmax and weights @ v in one kernel that
-                                               reads q, k, v in place (views of the [B, L, 3D] qkv buffer)
-                                               and writes the merged-head layout [B, L, D] directly
+                                               float16: scores, float32 softmax and weights @ v in one
+                                               kernel that reads q, k, v in place (views of the [B, L, 3D]
+                                               qkv buffer) and writes the merged-head layout [B, L, D];
+                                               float32: two cuBLAS products around a softmax kernel
 
 The CUDA sources below are plain strings compiled by CuPy (NVRTC) on first use, one module per element
 type and size; they need no header. This module imports CuPy only inside functions, so it imports (and

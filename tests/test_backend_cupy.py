@@ -26,13 +26,11 @@ import pytest
 
 import _cupy_emulator
 from conftest import BACKENDS, assert_close, gpu_usable, reference
-from tolerances import TOLERANCES
 from npclip import backend_cupy, ops, to_numpy
 
 rng = np.random.default_rng(0)
-# float16 kernels against a float32/float64 twin on the same float16 inputs: "op-float16" once the tolerance
-# table has it (proposed: 4e-3, 8 float16 ulp at 1), else the model-level "float16" bound.
-FP16_OP = "op-float16" if "op-float16" in TOLERANCES else "float16"
+# float16 kernels against a float32/float64 twin on the same float16 inputs (4e-3, 8 float16 ulp at 1)
+FP16_OP = "op-float16"
 
 
 def randn(*shape, scale=1.0, dtype=np.float32):
