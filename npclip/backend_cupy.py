@@ -750,9 +750,8 @@ def _attention_gemm(q, k, v, mask, need_weights):
     float32), out = weights v. The scores are written once and read twice, but the products run at
     cuBLAS's rate, not the one-thread-per-row rate of attention_simt."""
     cp = _cupy()
-    B, H, L, Dh = q.shape
     scores = cp.matmul(q, k.transpose(0, 1, 3, 2))  # [B, H, L, L]
-    _softmax_rows_into(scores, mask, Dh ** -0.5)  # now the weights
+    _softmax_rows_into(scores, mask, q.shape[-1] ** -0.5)  # now the weights
     out = cp.matmul(scores, v)  # [B, H, L, Dh]
     return out, (scores if need_weights else None)
 
@@ -820,5 +819,5 @@ READABLE = {name: f for name, f in vars(ops).items()
 KERNELS = types.SimpleNamespace(**{**READABLE, **FUSED})
 
 __all__ = ["KERNELS", "FUSED", "KERNEL_SOURCES", "source", "variants", "layer_norm", "linear",
-           "linear_activation", "attention", "bias_act", "disabled", "BA_ROWS", "SOFTMAX_MAX_L"]
+           "linear_activation", "attention", "bias_act", "disabled"]
 
