@@ -131,16 +131,23 @@ def stage_times(ours, pixel_values, n_repeat=20):
     q, k, v = (split_heads(qkv[..., i * D:(i + 1) * D], heads) for i in range(3))  # [B, H, N, Dh] views
     a = merge_heads(fn.attention(q, k, v, None, False)[0])  # [B, N, D]
     merged = cupy.empty(a.shape, a.dtype).reshape(*a.shape[:2], heads, -1).transpose(0, 2, 1, 3)  # [B, H, N, Dh]
-    row_major = {n: cupy.ascontiguousarray(w[n]) for n in ("self_attn.qkv_proj.weight", "mlp.fc1.weight",
-                                                             "mlp.fc2.weight")}  # the checkpoint's layout
     f = fn.linear_activation(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act)  # [B, N, F]
     h2, f2 = h.reshape(-1, D), f.reshape(-1, f.shape[-1])
+    operands = {"qkv": (h2, w["self_attn.qkv_proj.weight"]), "fc1": (h2, w["mlp.fc1.weight"]),
+                "fc2": (f2, w["mlp.fc2.weight"])}
+
+    def alone(label):
+        """The product alone, with the prepared (column-major) weight and with the checkpoint's row-major one."""
+        rows, weight = operands[label]
+        row_major = cupy.ascontiguousarray(weight)
+        return {f"  {label} product alone": lambda: cupy.matmul(rows, weight.T),
+                f"  {label} product, row-major weight": lambda: cupy.matmul(rows, row_major.T)}
+
     stages = {
         "layer_norm": lambda: fn.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps),
         "qkv linear (product + bias)": lambda: fn.linear(h, w["self_attn.qkv_proj.weight"],
                                                            w["self_attn.qkv_proj.bias"]),
-        "  qkv product alone": lambda: cupy.matmul(h2, w["self_attn.qkv_proj.weight"].T),
-        "  qkv product, row-major weight": lambda: cupy.matmul(h2, row_major["self_attn.qkv_proj.weight"].T),
+        **alone("qkv"),
         "attention (no weights)": lambda: fn.attention(q, k, v, None, False),
         "  one-kernel attention": lambda: backend_cupy._attention_into(q, k, v, None, merged, None),
         "out_proj linear": lambda: fn.linear(a, w["self_attn.out_proj.weight"], w["self_attn.out_proj.bias"]),
@@ -148,11 +155,9 @@ def stage_times(ours, pixel_values, n_repeat=20):
         "out_proj linear + residual": lambda: fn.linear(a, w["self_attn.out_proj.weight"],
                                                         w["self_attn.out_proj.bias"], x),
         "fc1 + activation": lambda: fn.linear_activation(h, w["mlp.fc1.weight"], w["mlp.fc1.bias"], act),
-        "  fc1 product alone": lambda: cupy.matmul(h2, w["mlp.fc1.weight"].T),
-        "  fc1 product, row-major weight": lambda: cupy.matmul(h2, row_major["mlp.fc1.weight"].T),
+        **alone("fc1"),
         "fc2 linear": lambda: fn.linear(f, w["mlp.fc2.weight"], w["mlp.fc2.bias"]),
-        "  fc2 product alone": lambda: cupy.matmul(f2, w["mlp.fc2.weight"].T),
-        "  fc2 product, row-major weight": lambda: cupy.matmul(f2, row_major["mlp.fc2.weight"].T),
+        **alone("fc2"),
         "whole layer": lambda: encoder_layer(x, w, heads, eps, act, need_weights=False),
         "whole forward": lambda: ours(pixel_values=pixel_values).image_embeds,
     }
@@ -216,11 +221,9 @@ def main(argv=None):
     for model in args.models:
         for dtype in args.dtypes:
             batch = args.batch or MODELS[model][1]
-            ablations = [] if args.no_ablations else [("readable ops on CuPy", ALL_FUSED),
-                                                      ("residual apart", "residual")]
-            if not args.no_ablations:
-                ablations.append(("simt attention", "attention_mma") if dtype == "float16"
-                                 else ("one-kernel attention", "attention_gemm"))
+            ablations = [] if args.no_ablations else [
+                ("readable ops on CuPy", ALL_FUSED), ("residual apart", "residual"),
+                ("simt attention", "attention_mma") if dtype == "float16" else ("one-kernel attention", "attention_gemm")]
             t0 = time.perf_counter()
             rows += measure(model, dtype, batch, args.repeat, ablations, args.breakdown)
             free_device_memory()

@@ -59,13 +59,14 @@ def encoder_layer(x, w, num_heads, eps, act, mask=None, record=None, name="", ne
     # The skip connections are added by the output projections (one pass with their biases on the GPU),
     # except when recording: transformers' module outputs come before them.
     fuse = record is None
+    skip = x[:, rows]  # [B, Q, D], read only: the residuals go into fresh arrays, so x is never modified
     h = k.layer_norm(x, w["layer_norm1.weight"], w["layer_norm1.bias"], eps)  # [B, L, D]
     _record(record, name + "layer_norm1", h)
     h, weights = self_attention(h, w, num_heads, mask, need_weights, rows,
-                                x[:, rows] if fuse else None)  # [B, Q, D], [B, H, Q, L] or None
+                                skip if fuse else None)  # [B, Q, D], [B, H, Q, L] or None
     if not fuse:
         _record(record, name + "self_attn", h)
-        h += x[:, rows]  # residual, added into the fresh array so that x is never modified
+        h += skip
     x = h
     h = k.layer_norm(x, w["layer_norm2.weight"], w["layer_norm2.bias"], eps)  # [B, Q, D]
     _record(record, name + "layer_norm2", h)
